@@ -1,0 +1,1 @@
+"""The `ncodec` command line (click). Parses, calls the library, prints."""

@@ -1,0 +1,246 @@
+"""`ncodec` command line. Library errors become one line on stderr and an exit code:
+
+1 internal error, 2 usage, 3 bad or corrupt input, 4 model missing or mismatched, 5 newer format/codec version,
+6 output exists (use --force).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+EXIT_INTERNAL, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_MODEL, EXIT_VERSION, EXIT_EXISTS = 1, 2, 3, 4, 5, 6
+
+
+def _exit_code(exc: BaseException) -> int:
+    from ncodec import errors
+
+    if isinstance(exc, errors.ModelMismatch):
+        return EXIT_MODEL
+    if isinstance(exc, errors.UnsupportedVersion):
+        return EXIT_VERSION
+    if isinstance(exc, errors.UnknownCodec):
+        return EXIT_USAGE
+    if isinstance(exc, (errors.NcodecError, FileNotFoundError, IsADirectoryError, PermissionError)):
+        return EXIT_BAD_INPUT
+    return EXIT_INTERNAL
+
+
+def _fail(ctx: click.Context, exc: BaseException):
+    if ctx.find_root().obj.get("debug"):
+        raise exc
+    msg = str(exc) or type(exc).__name__
+    code = _exit_code(exc)
+    if code == EXIT_INTERNAL:
+        msg = f"internal error: {type(exc).__name__}: {msg} (run with --debug for details)"
+    click.echo(f"ncodec: error: {msg.splitlines()[0]}", err=True)
+    ctx.exit(code)
+
+
+def _run(ctx, fn, *args, **kw):
+    try:
+        return fn(*args, **kw)
+    except click.exceptions.Exit:
+        raise
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI boundary
+        _fail(ctx, exc)
+
+
+def _check_output(ctx, out: str, force: bool, inputs: list[str]) -> None:
+    if out == "-":
+        return
+    p = Path(out)
+    for i in inputs:
+        if i != "-" and Path(i).exists() and p.exists() and p.resolve() == Path(i).resolve():
+            click.echo(f"ncodec: error: output {out} is also an input; choose another name", err=True)
+            ctx.exit(EXIT_USAGE)
+    if p.exists() and not force:
+        click.echo(f"ncodec: error: {out} exists; use --force to overwrite it", err=True)
+        ctx.exit(EXIT_EXISTS)
+    if not p.parent.is_dir() and not p.suffix == "":
+        click.echo(f"ncodec: error: folder {p.parent} does not exist", err=True)
+        ctx.exit(EXIT_BAD_INPUT)
+
+
+def _atomic_write(out: str, write_fn) -> None:
+    """Write through a temporary file in the destination folder, then rename: no partial output on failure."""
+    if out == "-":
+        import io
+
+        buf = io.BytesIO()
+        write_fn(buf)
+        sys.stdout.buffer.write(buf.getvalue())
+        sys.stdout.buffer.flush()
+        return
+    p = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="ncodec", prog_name="ncodec")
+@click.pass_context
+def main(ctx, debug):
+    """ncodec: neural codecs with one versioned file format (.nc)."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, help="Output .nc file ('-' for stdout).")
+@click.option("--codec", default=None, help="Codec id (see `ncodec list`); default per media kind.")
+@click.option("--quality", type=float, default=None, help="Quality 0..100 (codec scale).")
+@click.option("--bpp", type=float, default=None, help="Target bits per pixel (images): largest rate that fits.")
+@click.option("--bitrate", type=float, default=None, help="Target kbit/s (audio).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.pass_context
+def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force):
+    """Encode a media file (image or audio; '-' reads stdin) into a .nc file."""
+    if sum(v is not None for v in (quality, bpp, bitrate)) > 1:
+        raise click.UsageError("give at most one of --quality, --bpp and --bitrate")
+    if len(inputs) > 1:
+        raise click.UsageError("several inputs in one file need a multi-item codec; none is installed yet")
+    _check_output(ctx, output, force, list(inputs))
+    src = inputs[0]
+
+    def work():
+        import ncodec
+
+        data = sys.stdin.buffer.read() if src == "-" else src
+        if src != "-" and not Path(src).is_file():
+            raise FileNotFoundError(f"input {src} does not exist or is not a file")
+        blob = ncodec.encode(data, codec=codec, quality=quality, bpp=bpp, bitrate=bitrate)
+        _atomic_write(output, lambda f: f.write(blob))
+        return blob
+
+    blob = _run(ctx, work)
+    if output != "-":
+        import ncodec
+
+        inf = ncodec.info(blob)
+        rate = f"{inf.bpp:.4f} bpp" if inf.bpp is not None else f"{inf.kbps:.2f} kbps"
+        click.echo(f"{output}: {len(blob)} bytes, {rate}, {inf.codec} {inf.rate_kind} {inf.rate_value:.2f}",
+                   err=True)
+
+
+_IMAGE_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".webp": "WEBP"}
+_AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+
+
+@main.command()
+@click.argument("input")
+@click.option("-o", "--output", required=True, help="Output file (.png .wav .flac ...; '-' for stdout).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--lenient", is_flag=True, help="Decode around damaged units instead of failing.")
+@click.pass_context
+def decode(ctx, input, output, force, lenient):
+    """Decode a .nc file ('-' reads stdin)."""
+    _check_output(ctx, output, force, [input])
+
+    def work():
+        import ncodec
+        from ncodec.media import write_audio, write_image
+
+        data = sys.stdin.buffer.read() if input == "-" else input
+        head = ncodec.api._read_bytes(data)
+        inf_media = ncodec.api.container.read_header(head).media.name.lower()
+        ext = Path(output).suffix.lower() if output != "-" else ""
+        if inf_media == "image":
+            fmt = _IMAGE_FORMATS.get(ext, "PNG" if output == "-" else None)
+            if fmt is None:
+                raise ncodec.BadInput(f"cannot write an image as {ext or 'no extension'}; use "
+                                      f"{', '.join(sorted(_IMAGE_FORMATS))}")
+        else:
+            fmt = _AUDIO_FORMATS.get(ext, "WAV" if output == "-" else None)
+            if fmt is None:
+                raise ncodec.BadInput(f"cannot write audio as {ext or 'no extension'}; use .wav or .flac")
+        dec = ncodec.decode(head, strict=not lenient)
+        if inf_media == "image":
+            _atomic_write(output, lambda f: write_image(f, dec.data, fmt))
+        else:
+            _atomic_write(output, lambda f: write_audio(f, dec.data, dec.sample_rate, fmt))
+
+    _run(ctx, work)
+
+
+@main.command()
+@click.argument("input")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def info(ctx, input, as_json):
+    """Show what a .nc file holds (header only, no decoding)."""
+
+    def work():
+        import ncodec
+
+        return ncodec.info(sys.stdin.buffer.read() if input == "-" else input)
+
+    inf = _run(ctx, work)
+    if as_json:
+        click.echo(json.dumps(inf.to_dict(), indent=2))
+        return
+    for k, v in inf.to_dict().items():
+        if v not in (None, {}, ""):
+            click.echo(f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}")
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_(as_json):
+    """Installed codecs and models."""
+    from ncodec import registry, zoo
+
+    models = [{"id": c.id, "codec": c.codec, "media": c.media, "file": str(c.path),
+               "rates": c.card.get("rates", {})} for c in zoo.cards().values()]
+    codecs = [{"id": i, "default_for": [m for m, d in registry.DEFAULTS.items() if d == i]}
+              for i in registry.codec_ids()]
+    if as_json:
+        click.echo(json.dumps({"codecs": codecs, "models": models}, indent=2))
+        return
+    click.echo("codecs:")
+    for c in codecs:
+        click.echo(f"  {c['id']:<12} default for: {', '.join(c['default_for']) or '-'}")
+    click.echo("models:")
+    for m in models:
+        click.echo(f"  {m['id']:<20} {m['codec']:<10} {m['media']:<6} {m['rates']}")
+
+
+@main.command()
+@click.argument("recipe", type=click.Choice(["walloc-image"]))
+@click.option("--run", "run_dir", default="runs/walloc-image", show_default=True, help="Checkpoint folder.")
+@click.option("--steps", default=20000, show_default=True)
+@click.option("--data", default=None, help="Corpus folder (default: $NCODEC_CORPUS or ../shared/corpus).")
+@click.option("--batch", default=8, show_default=True)
+@click.option("--crop", default=128, show_default=True)
+@click.option("--lr", default=3e-4, show_default=True)
+@click.option("--export", "export_to", default=None, help="After training, write weights + card here.")
+@click.pass_context
+def train(ctx, recipe, run_dir, steps, data, batch, crop, lr, export_to):
+    """Train (or resume) a model recipe; checkpoints go to --run."""
+
+    def work():
+        from ncodec.train import walloc
+
+        walloc.train(Path(run_dir), steps, data, batch=batch, crop=crop, lr=lr,
+                     log=lambda m: click.echo(m, err=True))
+        if export_to:
+            card = walloc.export(Path(run_dir), Path(export_to))
+            click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
+
+    _run(ctx, work)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,147 @@
+"""The Python API: encode / decode / info, usable without the CLI."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import container
+from .errors import BadInput, CorruptFile
+from .registry import DEFAULTS, get_codec_class
+
+_CODECS: dict[str, object] = {}
+
+
+def _codec(codec_id: str):
+    if codec_id not in _CODECS:
+        _CODECS[codec_id] = get_codec_class(codec_id)()
+    return _CODECS[codec_id]
+
+
+@dataclass
+class Info:
+    """What a file's header says (no decoding). Mirrors ``ncodec info --json``."""
+
+    media: str
+    codec: str
+    codec_version: int
+    model: str
+    weights_sha256_prefix: str
+    format_version: str
+    shape: tuple
+    rate_kind: str
+    rate_value: float
+    file_bytes: int
+    units: int
+    items: int
+    sample_rate: int | None = None
+    bpp: float | None = None
+    kbps: float | None = None
+    name: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+@dataclass
+class Decoded:
+    data: np.ndarray  # image: uint8 (H, W, 3); audio: float32 (frames, channels)
+    info: Info
+
+    @property
+    def sample_rate(self) -> int | None:
+        return self.info.sample_rate
+
+
+def _read_bytes(src) -> bytes:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return bytes(src)
+    path = Path(os.fspath(src))
+    try:
+        size = path.stat().st_size
+        if size > (4 << 30):
+            raise BadInput(f"{path} is {size} bytes, above the 4 GiB limit for .nc files")
+        return path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _info(f: container.NcFile, size: int) -> Info:
+    h = f.header
+    media = h.media.name.lower()
+    bpp = kbps = None
+    if media == "image":
+        bpp = 8 * size / (h.shape[0] * h.shape[1])
+    elif media == "audio" and h.rate_num:
+        seconds = h.shape[0] / h.rate_num
+        kbps = 8 * size / seconds / 1000 if seconds else None
+    return Info(media, h.codec_id, h.codec_version, h.model_id, h.weights_hash.hex(),
+                f"{h.format_major}.{h.format_minor}", tuple(h.shape), h.rate_kind.name.lower(), h.rate_value,
+                size, len(f.units), h.items, h.rate_num if media == "audio" else None, bpp, kbps, f.name, f.meta)
+
+
+def info(src) -> Info:
+    """Header information of a .nc file (path or bytes)."""
+    data = _read_bytes(src)
+    return _info(container.read(data), len(data))
+
+
+def encode(src, codec: str | None = None, quality: float | None = None, bpp: float | None = None,
+           bitrate: float | None = None, media: str | None = None, sample_rate: int | None = None,
+           name: str | None = None, meta: dict | None = None) -> bytes:
+    """Encode a media file path, its bytes, or an array (uint8 HxWx3 image, or float audio with
+    ``sample_rate``) into .nc bytes. Give at most one of quality / bpp / bitrate (kbps)."""
+    from .codecs.base import Rate
+    from .media import detect_media, read_audio, read_image
+
+    if sum(v is not None for v in (quality, bpp, bitrate)) > 1:
+        raise BadInput("give at most one of quality, bpp and bitrate")
+    info_kw = {}
+    if isinstance(src, np.ndarray):
+        arr = src
+        media = media or ("audio" if sample_rate else "image")
+        if media == "audio":
+            if not sample_rate:
+                raise BadInput("an audio array needs sample_rate")
+            arr = arr.reshape(len(arr), -1).astype(np.float32)
+            info_kw["sample_rate"] = int(sample_rate)
+    else:
+        if not isinstance(src, (bytes, bytearray)):
+            name = name or Path(os.fspath(src)).name
+        raw = bytes(src) if isinstance(src, (bytes, bytearray)) else None
+        if raw is not None and not raw:
+            raise BadInput("the input is empty")
+        media = media or detect_media(name or "", raw[:16] if raw is not None else _head(src))
+        if media == "image":
+            arr = read_image(raw if raw is not None else src)
+        else:
+            arr, sr = read_audio(raw if raw is not None else src)
+            info_kw["sample_rate"] = sr
+    codec_id = codec or DEFAULTS.get(media)
+    if codec_id is None:
+        raise BadInput(f"no codec for {media}")
+    enc = _codec(codec_id).encode(arr, media, Rate(quality, bpp, bitrate), **info_kw)
+    meta = dict(meta or {})
+    meta.update({k: v for k, v in enc.achieved.items() if k != "bpp"})
+    return container.write(enc.header, enc.units, meta=meta or None, name=name)
+
+
+def _head(path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16)
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def decode(src, strict: bool = True) -> Decoded:
+    """Decode .nc bytes or a path. ``strict=False`` decodes around damaged units instead of failing."""
+    data = _read_bytes(src)
+    f = container.read(data, strict=strict)
+    arr = _codec(f.header.codec_id).decode(f.header, f.units)
+    return Decoded(arr, _info(f, len(data)))

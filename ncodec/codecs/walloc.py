@@ -1,0 +1,199 @@
+"""WaLLoC: wavelet packets + linear encoder + mean-scale hyperprior + light decoder (images; 1-D audio net).
+
+Unit payload (one tile of at most ``TILE`` x ``TILE`` pixels, padded by edge replication to a multiple of 16):
+    z stream (ncodec.entropy indexed coding, table = z channel)
+    y stream (table = scale index from the fixed-point hyper-decoder)
+Codec params in HEAD: u16 tile size. The rate field holds the quality (0..100) actually used.
+"""
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import zoo
+from ..container import Header, MediaKind, RateKind, Unit
+from ..entropy import TableSet, decode_indexed, encode_indexed
+from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
+from ..registry import register_codec
+from .base import Codec, Encoded, Rate
+from .walloc_net import FixedPointHyperDecoder, WallocConfig, WallocNet
+
+TILE = 1024
+Z_MAX = 1 << 15  # z symbols are clamped here (the escape path codes them exactly)
+
+
+class WallocModel:
+    """A loaded WaLLoC model: float nets, integer tables and the fixed-point hyper-decoder."""
+
+    def __init__(self, tensors: dict, cfg: WallocConfig):
+        self.cfg = cfg
+        self.net = WallocNet(cfg)
+        self.net.load_state_dict({k[4:]: v.float() for k, v in tensors.items() if k.startswith("net.")})
+        self.net.eval()
+        self.hyper = FixedPointHyperDecoder.from_net(self.net)
+        self.z_tables = TableSet.from_arrays(tensors["z.freqs"].numpy(), tensors["z.offsets"].numpy(),
+                                             tensors["z.lo"].numpy())
+        self.y_tables = TableSet.from_arrays(tensors["y.freqs"].numpy(), tensors["y.offsets"].numpy(),
+                                             tensors["y.lo"].numpy())
+
+    @classmethod
+    def from_card(cls, card: zoo.ModelCard) -> "WallocModel":
+        return cls(zoo.load_tensors(card), WallocConfig(**card.card["config"]))
+
+    def z_index(self, shape) -> np.ndarray:
+        """Table index of each z symbol: its channel."""
+        idx = torch.arange(self.cfg.z_ch).reshape((1, -1) + (1,) * self.cfg.ndim)
+        return idx.expand(shape).reshape(-1).numpy()
+
+    def rate_index(self, quality: float) -> torch.Tensor:
+        return torch.tensor([quality / 100.0 * (self.cfg.n_rates - 1)], dtype=torch.float32)
+
+    # ------------------------------------------------------------------------------------------- one unit
+    @torch.no_grad()
+    def encode_block(self, x: torch.Tensor, quality: float) -> bytes:
+        """x: (1, C, *L) in [0, 1], lengths multiples of cfg.stride."""
+        q = self.rate_index(quality)
+        y = self.net.analysis(x, q)
+        z = torch.round(self.net.h_a(y)).clamp(-Z_MAX, Z_MAX)
+        mean, idx = self.hyper(z)
+        sym = torch.round(y.double() - mean).clamp(-(2**30), 2**30)
+        return (encode_indexed(z.numpy().astype(np.int32), self.z_index(z.shape), self.z_tables)
+                + encode_indexed(sym.numpy().astype(np.int32), idx.numpy(), self.y_tables))
+
+    def decode_symbols(self, data: bytes, lengths: tuple[int, ...]):
+        """Entropy-decode one unit: (z symbols, y symbols, mean) with no float network involved."""
+        cfg = self.cfg
+        zshape = (1, cfg.z_ch) + tuple(n // cfg.stride for n in lengths)
+        zs, pos = decode_indexed(data, self.z_index(zshape), self.z_tables)
+        z = torch.from_numpy(zs.astype(np.float64)).reshape(zshape)
+        mean, idx = self.hyper(z)
+        ys, pos = decode_indexed(data, idx.numpy(), self.y_tables, pos)
+        if pos != len(data):
+            raise CorruptFile(f"{len(data) - pos} unexpected bytes at the end of a unit; the file is damaged")
+        return zs, ys, mean
+
+    @torch.no_grad()
+    def decode_block(self, data: bytes, lengths: tuple[int, ...], quality: float) -> torch.Tensor:
+        _, ys, mean = self.decode_symbols(data, lengths)
+        y_hat = (torch.from_numpy(ys.astype(np.float64)).reshape(mean.shape) + mean).float()
+        return self.net.synthesis(y_hat, self.rate_index(quality)).clamp(0, 1)
+
+
+def _tiles(n: int, tile: int) -> list[tuple[int, int]]:
+    """Split length n into near-equal parts of at most ``tile``."""
+    k = max(1, math.ceil(n / tile))
+    edges = [round(i * n / k) for i in range(k + 1)]
+    return [(edges[i], edges[i + 1] - edges[i]) for i in range(k)]
+
+
+def _pad_to(x: torch.Tensor, mult: int, ndim: int) -> torch.Tensor:
+    pads = []
+    for n in reversed(x.shape[-ndim:]):
+        pads += [0, (-n) % mult]
+    return F.pad(x, pads, mode="replicate") if any(pads) else x
+
+
+@register_codec("walloc")
+class WallocCodec(Codec):
+    version = 1
+    media = ("image",)
+    default_quality = 50.0
+
+    def __init__(self):
+        self._models: dict[str, WallocModel] = {}
+
+    def model(self, media: str, model_id: str | None = None, weights_hash: bytes | None = None) -> WallocModel:
+        card = zoo.find(self.codec_id, media, model_id)
+        if weights_hash is not None and weights_hash != card.hash8:
+            raise ModelMismatch(f"this file needs model {card.id!r} with weights {weights_hash.hex()}..., but the "
+                                f"installed one has {card.hash8.hex()}...; install the matching weights")
+        if card.id not in self._models:
+            self._models[card.id] = WallocModel.from_card(card)
+        return self._models[card.id]
+
+    # ----------------------------------------------------------------------------------------- images
+    def encode(self, data: np.ndarray, media: str, rate: Rate, **info) -> Encoded:
+        if media != "image":
+            raise BadInput(f"the walloc codec does not code {media} yet; images only")
+        if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] != 3:
+            raise BadInput(f"walloc needs an 8-bit RGB image, got array {data.shape} {data.dtype}")
+        card = zoo.find(self.codec_id, "image")
+        model = self.model("image", card.id)
+        h, w, _ = data.shape
+
+        def build(quality: float) -> Encoded:
+            units = []
+            for y0, th in _tiles(h, TILE):
+                for x0, tw in _tiles(w, TILE):
+                    tile = torch.from_numpy(np.array(data[y0 : y0 + th, x0 : x0 + tw]))
+                    x = tile.permute(2, 0, 1)[None].float() / 255.0
+                    units.append(Unit((y0, x0, th, tw), model.encode_block(_pad_to(x, model.cfg.stride, 2), quality)))
+            header = Header(MediaKind.IMAGE, self.codec_id, self.version, (h, w, 3), card.id, card.hash8,
+                            RateKind.QUALITY, float(quality), 8, 2, params=struct.pack("<H", TILE))
+            return Encoded(header, units, {"quality": float(quality)})
+
+        if rate.kbps is not None:
+            raise BadInput("--bitrate is for audio; use --quality or --bpp for images")
+        if rate.bpp is None:
+            q = self.default_quality if rate.quality is None else rate.quality
+            if not 0 <= q <= 100:
+                raise BadInput(f"quality {q} is outside 0..100")
+            return build(q)
+        return _search_bpp(build, rate.bpp, h * w)
+
+    def decode(self, header: Header, units: list[Unit]) -> np.ndarray:
+        if header.codec_version > self.version:
+            raise UnsupportedVersion(f"walloc codec version {header.codec_version} is newer than this ncodec "
+                                     f"({self.version}); upgrade ncodec")
+        if header.media != MediaKind.IMAGE:
+            raise CorruptFile("walloc file with a non-image media kind")
+        model = self.model("image", header.model_id, header.weights_hash)
+        h, w, c = header.shape
+        if c != 3:
+            raise CorruptFile(f"walloc image with {c} channels")
+        out = np.full((h, w, 3), 128, dtype=np.uint8)
+        for unit in units:
+            y0, x0, th, tw = unit.key
+            if y0 + th > h or x0 + tw > w or th == 0 or tw == 0 or th > TILE or tw > TILE:
+                raise CorruptFile(f"tile {unit.key} lies outside the {h}x{w} image")
+            if unit.data is None:
+                continue  # damaged tile (non-strict read): left grey
+            lengths = (th + (-th) % model.cfg.stride, tw + (-tw) % model.cfg.stride)
+            x = model.decode_block(unit.data, lengths, header.rate_value)
+            tile = (x[0, :, :th, :tw] * 255.0).round().byte().permute(1, 2, 0).numpy()
+            out[y0 : y0 + th, x0 : x0 + tw] = tile
+        return out
+
+
+def _search_bpp(build, target: float, pixels: int) -> Encoded:
+    """Largest quality whose file fits ``target`` bpp (whole file counted); the lowest quality if none does."""
+    from ..container import write
+
+    def bpp(e: Encoded) -> float:
+        return 8 * len(write(e.header, e.units)) / pixels
+
+    if target <= 0:
+        raise BadInput(f"target bpp must be > 0, got {target}")
+    lo, hi = 0.0, 100.0
+    best = build(lo)
+    if bpp(best) > target:
+        best.achieved["bpp"] = bpp(best)
+        best.achieved["note"] = "target below the lowest rate; used quality 0"
+        return best
+    top = build(hi)
+    if bpp(top) <= target:
+        best = top
+    else:
+        for _ in range(8):
+            mid = (lo + hi) / 2
+            e = build(mid)
+            if bpp(e) <= target:
+                lo, best = mid, e
+            else:
+                hi = mid
+    best.achieved["bpp"] = bpp(best)
+    return best

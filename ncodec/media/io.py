@@ -1,0 +1,70 @@
+"""Media I/O. Images are uint8 (H, W, 3) RGB arrays; audio is float32 (frames, channels) plus a sample rate."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInput
+
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
+AUDIO_EXT = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
+MAX_IMAGE_PIXELS = 1 << 28
+
+
+def detect_media(name: str, head: bytes = b"") -> str:
+    ext = Path(name).suffix.lower()
+    if ext in IMAGE_EXT:
+        return "image"
+    if ext in AUDIO_EXT:
+        return "audio"
+    if head.startswith((b"\x89PNG", b"\xff\xd8", b"BM", b"GIF8")) or head[8:12] == b"WEBP":
+        return "image"
+    if head.startswith((b"RIFF", b"fLaC", b"OggS", b"ID3", b"FORM")):
+        return "audio"
+    raise BadInput(f"cannot tell the media kind of {name!r}: use an image (.png .jpg ...) or audio "
+                   f"(.wav .flac ...) file")
+
+
+def read_image(src: str | Path | bytes) -> np.ndarray:
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise BadInput(f"image of {im.width}x{im.height} is above the limit of {MAX_IMAGE_PIXELS} pixels")
+            if im.mode not in ("RGB", "L", "RGBA", "P", "LA", "I;16", "1", "CMYK", "YCbCr"):
+                raise BadInput(f"image mode {im.mode} is not supported; convert to 8-bit RGB")
+            return np.asarray(im.convert("RGB"))
+    except BadInput:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        name = "input" if isinstance(src, bytes) else str(src)
+        raise BadInput(f"cannot read image {name}: {exc}") from None
+
+
+def write_image(dest: str | Path, arr: np.ndarray, fmt: str | None = None) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(arr)).save(dest, format=fmt)
+
+
+def read_audio(src: str | Path | bytes) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        data, rate = sf.read(io.BytesIO(src) if isinstance(src, bytes) else src, dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises its own LibsndfileError / RuntimeError
+        raise BadInput(f"cannot read audio: {exc}") from None
+    if data.size == 0:
+        raise BadInput("audio file has no samples")
+    return data, int(rate)
+
+
+def write_audio(dest, data: np.ndarray, rate: int, fmt: str | None = None) -> None:
+    import soundfile as sf
+
+    kind = (fmt or Path(str(dest)).suffix.lstrip(".")).upper()
+    sf.write(dest, np.clip(data, -1, 1), rate, format=fmt, subtype="PCM_16" if kind in ("WAV", "FLAC") else None)

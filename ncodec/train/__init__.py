@@ -1,0 +1,1 @@
+"""Training recipes (resumable, CPU-first, GPU when available)."""

@@ -1,0 +1,166 @@
+"""Training recipe for the WaLLoC codec: ``ncodec train walloc-image``.
+
+One variable-rate model: every sample draws a rate index q in [0, n_rates-1] (continuous), the loss is
+lambda(q) * 255^2 * MSE + bpp(y) + bpp(z), with uniform noise for the rate term and straight-through rounding
+for the decoder input. Checkpoints (torch, internal) go to the run folder every ``--save-every`` steps; a run
+resumes from its last checkpoint. ``export`` writes the shipped safetensors file with the integer tables.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..codecs.walloc_net import WallocConfig, WallocNet
+
+LAMBDAS = (0.0018, 0.00385, 0.0082, 0.0175, 0.0374, 0.08)
+
+
+def lam_of(q: torch.Tensor) -> torch.Tensor:
+    logl = torch.log(torch.tensor(LAMBDAS))
+    i = q.floor().long().clamp(max=len(LAMBDAS) - 2)
+    f = q - i
+    return torch.exp((1 - f) * logl[i] + f * logl[i + 1])
+
+
+class Trainer(torch.nn.Module):
+    def __init__(self, cfg: WallocConfig):
+        super().__init__()
+        from compressai.entropy_models import EntropyBottleneck  # lazy: imports torchvision
+
+        self.net = WallocNet(cfg)
+        self.eb = EntropyBottleneck(cfg.z_ch)
+
+    def forward(self, x: torch.Tensor, q: torch.Tensor):
+        net, cfg = self.net, self.net.cfg
+        y = net.analysis(x, q)
+        z = net.h_a(y)
+        z_hat, z_lik = self.eb(z)
+        mu, t = net.hyper_synthesis(z_hat)
+        scale = net.scale_from_t(t)
+        y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        d = (y_noisy - mu).abs()
+        y_lik = (_phi((0.5 - d) / scale) - _phi((-0.5 - d) / scale)).clamp_min(1e-9)
+        y_ste = y + (torch.round(y - mu) + mu - y).detach()
+        x_hat = net.synthesis(y_ste, q)
+        npix = x.shape[-1] * x.shape[-2] if cfg.ndim == 2 else x.shape[-1]
+        dims = tuple(range(1, y.dim()))
+        bits = -(torch.log2(y_lik).sum(dims) + torch.log2(z_lik).sum(tuple(range(1, z.dim()))))
+        bpp = bits / npix
+        mse = F.mse_loss(x_hat, x, reduction="none").mean(dims)
+        return mse, bpp
+
+
+def _phi(v):
+    return 0.5 * torch.erfc(-v / math.sqrt(2.0))
+
+
+def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 128, lr: float = 2e-4,
+          save_every: int = 500, threads: int | None = None, log=print):
+    from .data import CropSampler, corpus_root, load_images
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    run.mkdir(parents=True, exist_ok=True)
+    cfg = WallocConfig()
+    model = Trainer(cfg).to(device)
+    main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
+    opt = torch.optim.Adam(main_params, lr=lr)
+    aux_opt = torch.optim.Adam([model.eb.quantiles], lr=1e-3)
+    step = 0
+    ckpt = run / "checkpoint.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        aux_opt.load_state_dict(state["aux_opt"])
+        step = int(state["step"])
+        log(f"resumed from {ckpt} at step {step}")
+    root = corpus_root(data) / "train" / "images"
+    images = load_images(root, crop)
+    log(f"{len(images)} training images from {root}, device {device}")
+    sampler = CropSampler(images, crop, seed=step)
+    t0, hist = time.time(), []
+    while step < steps:
+        for g in opt.param_groups:  # step decay for the last 20%
+            g["lr"] = lr if step < 0.8 * steps else lr / 4
+        x = torch.from_numpy(sampler.batch(batch)).to(device).permute(0, 3, 1, 2).float() / 255.0
+        q = torch.rand(batch, device=device) * (cfg.n_rates - 1)
+        mse, bpp = model(x, q)
+        loss = (lam_of(q.cpu()).to(device) * 255**2 * mse + bpp).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+        opt.step()
+        aux = model.eb.loss()
+        aux_opt.zero_grad()
+        aux.backward()
+        aux_opt.step()
+        step += 1
+        hist.append((loss.item(), bpp.mean().item(), (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()))
+        if step % 50 == 0:
+            h = np.mean(hist, axis=0)
+            hist = []
+            log(f"step {step}/{steps} loss {h[0]:.3f} bpp {h[1]:.3f} psnr {h[2]:.2f} "
+                f"({50 / (time.time() - t0):.2f} steps/s)")
+            t0 = time.time()
+        if step % save_every == 0 or step == steps:
+            tmp = run / "checkpoint.tmp"
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+                        "step": step, "config": cfg.to_dict()}, tmp)
+            tmp.replace(ckpt)
+            (run / "progress.json").write_text(json.dumps({"step": step, "steps": steps}))
+    return model, step
+
+
+@torch.no_grad()
+def export(run: Path, out: Path, model_id: str = "walloc-image-v1", extra_card: dict | None = None) -> dict:
+    """Checkpoint -> models/<id>.safetensors (fp32 nets + integer tables) and its JSON card."""
+    from safetensors.torch import save_file
+
+    from ..entropy import TableSet, gaussian_tables, quantize_pmf
+    from ..zoo import sha256_file
+
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    cfg = WallocConfig(**state["config"])
+    model = Trainer(cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    eb = model.eb
+    # z: one table per channel from the learned factorized density, evaluated at the integers in float64
+    tables, lo = [], []
+    quant = eb.quantiles.detach().double()
+    for c in range(cfg.z_ch):
+        a = int(math.floor(quant[c, 0, 0].item())) - 2
+        b = int(math.ceil(quant[c, 0, 2].item())) + 2
+        a, b = max(a, -2000), min(b, 2000)
+        k = torch.arange(a, b + 1, dtype=torch.float32)
+        x = k.reshape(1, 1, -1).expand(cfg.z_ch, 1, -1).contiguous()
+        pmf = eb._likelihood(x)[0][c, 0].double().numpy()  # (likelihood, lower, upper) in compressai 1.2
+        tables.append(quantize_pmf(np.append(pmf, max(1.0 - pmf.sum(), 1e-9))))
+        lo.append(a)
+    zt = TableSet.from_tables(tables, lo)
+    scales = cfg.scale_min * np.exp(cfg.log_step * np.arange(cfg.n_scales))
+    yt = gaussian_tables(scales)
+    tensors = {f"net.{k}": v.contiguous() for k, v in model.net.state_dict().items()}
+    for name, ts in (("z", zt), ("y", yt)):
+        tensors[f"{name}.freqs"] = torch.from_numpy(ts.freqs.astype(np.int32))
+        tensors[f"{name}.offsets"] = torch.from_numpy(ts.offsets.astype(np.int32))
+        tensors[f"{name}.lo"] = torch.from_numpy(ts.lo.astype(np.int32))
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / f"{model_id}.safetensors"
+    save_file(tensors, str(weights), metadata={"model_id": model_id, "config": json.dumps(cfg.to_dict())})
+    card_path = out / f"{model_id}.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card.update({"id": model_id, "codec": "walloc", "media": "image" if cfg.ndim == 2 else "audio",
+                 "file": weights.name, "sha256": sha256_file(weights), "config": cfg.to_dict(),
+                 "training": {"steps": int(state["step"]), "lambdas": list(LAMBDAS)}})
+    card.update(extra_card or {})
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return card

@@ -1,0 +1,85 @@
+"""Shipped models: cards in models/*.json, weights in safetensors, SHA-256 checked at load.
+
+A card is JSON with at least ``id``, ``codec``, ``media``, ``file`` and ``sha256``. Models are looked up in
+$NCODEC_MODELS (if set) and then in the models/ folder of this project.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import ModelMismatch
+
+
+def model_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("NCODEC_MODELS"):
+        dirs.append(Path(os.environ["NCODEC_MODELS"]))
+    dirs.append(Path(__file__).resolve().parent.parent / "models")
+    return [d for d in dirs if d.is_dir()]
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    id: str
+    codec: str
+    media: str
+    path: Path
+    sha256: str
+    card: dict = field(hash=False, compare=False)
+
+    @property
+    def hash8(self) -> bytes:
+        return bytes.fromhex(self.sha256)[:8]
+
+
+def cards() -> dict[str, ModelCard]:
+    found: dict[str, ModelCard] = {}
+    for d in reversed(model_dirs()):  # earlier dirs win
+        for p in sorted(d.glob("*.json")):
+            try:
+                c = json.loads(p.read_text())
+                found[c["id"]] = ModelCard(c["id"], c["codec"], c["media"], d / c["file"], c["sha256"].lower(), c)
+            except (KeyError, ValueError, OSError):
+                continue
+    return found
+
+
+def find(codec: str, media: str, model_id: str | None = None) -> ModelCard:
+    all_cards = cards()
+    if model_id:
+        if model_id not in all_cards:
+            raise ModelMismatch(f"model {model_id!r} is not installed (looked in "
+                                f"{', '.join(map(str, model_dirs())) or 'no model folder'}); "
+                                f"put its .safetensors and card there or set NCODEC_MODELS")
+        return all_cards[model_id]
+    matches = [c for c in all_cards.values() if c.codec == codec and c.media == media]
+    if not matches:
+        raise ModelMismatch(f"no {media} model for codec {codec!r} is installed")
+    return sorted(matches, key=lambda c: c.id)[-1]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=8)
+def load_tensors(card: ModelCard) -> dict:
+    """The model's tensors (torch), after checking the file's SHA-256 against its card."""
+    from safetensors.torch import load_file
+
+    if not card.path.is_file():
+        raise ModelMismatch(f"weights file {card.path} of model {card.id!r} is missing")
+    digest = sha256_file(card.path)
+    if digest != card.sha256:
+        raise ModelMismatch(f"weights of model {card.id!r} have SHA-256 {digest[:16]}..., the card pins "
+                            f"{card.sha256[:16]}...; the file is damaged or not the published one")
+    return load_file(str(card.path))
