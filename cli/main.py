@@ -151,11 +151,12 @@ def decode(ctx, input, output, force, lenient):
 
     def work():
         import ncodec
+        from ncodec import api, container
         from ncodec.media import write_audio, write_image
 
         data = sys.stdin.buffer.read() if input == "-" else input
-        head = ncodec.api._read_bytes(data)
-        inf_media = ncodec.api.container.read_header(head).media.name.lower()
+        head = api._read_bytes(data)
+        inf_media = container.read_header(head).media.name.lower()
         ext = Path(output).suffix.lower() if output != "-" else ""
         if inf_media == "image":
             fmt = _IMAGE_FORMATS.get(ext, "PNG" if output == "-" else None)
@@ -215,6 +216,40 @@ def list_(as_json):
     click.echo("models:")
     for m in models:
         click.echo(f"  {m['id']:<20} {m['codec']:<10} {m['media']:<6} {m['rates']}")
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["image"]))
+@click.option("--codecs", default="walloc,jpeg,webp,avif,jxl,j2k", show_default=True,
+              help="Comma-separated codecs: ncodec ids and jpeg, webp, avif, jxl, j2k.")
+@click.option("--data", required=True, type=click.Path(), help="Folder of media files.")
+@click.option("--limit", type=int, default=None, help="Use the first N files only.")
+@click.option("--rates", default=None, help="Comma-separated rate settings overriding each codec's sweep.")
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Output folder (results, plots, cache).")
+@click.option("--anchor", default="webp", show_default=True, help="BD-rate anchor codec.")
+@click.pass_context
+def bench(ctx, kind, codecs, data, limit, rates, out_dir, anchor):
+    """Rate-distortion benchmark against classical codecs (resumable: per-item results are cached)."""
+
+    def work():
+        from ncodec.bench.run import run_image
+
+        names = [c.strip() for c in codecs.split(",") if c.strip()]
+        if anchor not in names:
+            names.append(anchor)
+        rate_list = [float(r) for r in rates.split(",")] if rates else None
+
+        def progress(i, n, row):
+            click.echo(f"[{i}/{n}] {row['codec']:<7} {row['item']:<14} rate {row['rate']:<6} "
+                       f"{row['bpp']:.3f} bpp {row['psnr']:.2f} dB", err=True)
+
+        cmd = "ncodec " + " ".join(sys.argv[1:])
+        return run_image(names, Path(data), Path(out_dir), limit, anchor, rate_list, progress, cmd)
+
+    summary = _run(ctx, work)
+    from ncodec.bench.run import markdown
+
+    click.echo(markdown(summary))
 
 
 @main.command()

@@ -1,8 +1,9 @@
 """WaLLoC: wavelet packets + linear encoder + mean-scale hyperprior + light decoder (images; 1-D audio net).
 
 Unit payload (one tile of at most ``TILE`` x ``TILE`` pixels, padded by edge replication to a multiple of 16):
-    z stream (ncodec.entropy indexed coding, table = z channel)
-    y stream (table = scale index from the fixed-point hyper-decoder)
+    z stream  (ncodec.entropy indexed coding, table = z channel)
+    ya stream (low-band slice; table = scale index from the fixed-point hyper-decoder)
+    yb stream (other bands; table = scale index from the fixed-point channel context on decoded ya)
 Codec params in HEAD: u16 tile size. The rate field holds the quality (0..100) actually used.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..entropy import TableSet, decode_indexed, encode_indexed
 from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
 from ..registry import register_codec
 from .base import Codec, Encoded, Rate
-from .walloc_net import FixedPointHyperDecoder, WallocConfig, WallocNet
+from .walloc_net import FixedPointEntropyNets, WallocConfig, WallocNet
 
 TILE = 1024
 Z_MAX = 1 << 15  # z symbols are clamped here (the escape path codes them exactly)
@@ -34,7 +35,7 @@ class WallocModel:
         self.net = WallocNet(cfg)
         self.net.load_state_dict({k[4:]: v.float() for k, v in tensors.items() if k.startswith("net.")})
         self.net.eval()
-        self.hyper = FixedPointHyperDecoder.from_net(self.net)
+        self.fixed = FixedPointEntropyNets(self.net)
         self.z_tables = TableSet.from_arrays(tensors["z.freqs"].numpy(), tensors["z.offsets"].numpy(),
                                              tensors["z.lo"].numpy())
         self.y_tables = TableSet.from_arrays(tensors["y.freqs"].numpy(), tensors["y.offsets"].numpy(),
@@ -56,30 +57,50 @@ class WallocModel:
     @torch.no_grad()
     def encode_block(self, x: torch.Tensor, quality: float) -> bytes:
         """x: (1, C, *L) in [0, 1], lengths multiples of cfg.stride."""
-        q = self.rate_index(quality)
-        y = self.net.analysis(x, q)
-        z = torch.round(self.net.h_a(y)).clamp(-Z_MAX, Z_MAX)
-        mean, idx = self.hyper(z)
-        sym = torch.round(y.double() - mean).clamp(-(2**30), 2**30)
-        return (encode_indexed(z.numpy().astype(np.int32), self.z_index(z.shape), self.z_tables)
-                + encode_indexed(sym.numpy().astype(np.int32), idx.numpy(), self.y_tables))
+        fx, one = self.fixed, 2**FixedPointEntropyNets.A_BITS
+        y = self.net.analysis(x, self.rate_index(quality)).double()
+        z = torch.round(self.net.h_a(y.float())).clamp(-Z_MAX, Z_MAX)
+        mu, t = fx.hyper(z)
+        pa, pb = self.net.perm_a, self.net.perm_b
+        sym_a = torch.round(y[:, pa] - mu[:, pa] / one).clamp(-(2**30), 2**30)
+        mu_b, t_b = fx.context(sym_a * one + mu[:, pa], mu[:, pb], t[:, pb])
+        sym_b = torch.round(y[:, pb] - mu_b / one).clamp(-(2**30), 2**30)
+        return b"".join([
+            encode_indexed(z.numpy().astype(np.int32), self.z_index(z.shape), self.z_tables),
+            encode_indexed(sym_a.numpy().astype(np.int32), fx.scale_index(t[:, pa]).numpy(), self.y_tables),
+            encode_indexed(sym_b.numpy().astype(np.int32), fx.scale_index(t_b).numpy(), self.y_tables),
+        ])
 
-    def decode_symbols(self, data: bytes, lengths: tuple[int, ...]):
-        """Entropy-decode one unit: (z symbols, y symbols, mean) with no float network involved."""
-        cfg = self.cfg
+    def decode_symbols(self, data: bytes, lengths: tuple[int, ...]) -> dict:
+        """Entropy-decode one unit with integer arithmetic only.
+
+        Returns z symbols, y symbols and the y mean (times 2**8) in latent layout, and ``streams``: each
+        stream's (symbols, table indices, table set), from which the model cross-entropy follows.
+        """
+        cfg, fx, one = self.cfg, self.fixed, 2**FixedPointEntropyNets.A_BITS
         zshape = (1, cfg.z_ch) + tuple(n // cfg.stride for n in lengths)
         zs, pos = decode_indexed(data, self.z_index(zshape), self.z_tables)
-        z = torch.from_numpy(zs.astype(np.float64)).reshape(zshape)
-        mean, idx = self.hyper(z)
-        ys, pos = decode_indexed(data, idx.numpy(), self.y_tables, pos)
+        mu, t = fx.hyper(torch.from_numpy(zs.astype(np.float64)).reshape(zshape))
+        pa, pb = self.net.perm_a, self.net.perm_b
+        ta = fx.scale_index(t[:, pa])
+        ya, pos = decode_indexed(data, ta.numpy(), self.y_tables, pos)
+        ya = torch.from_numpy(ya.astype(np.float64)).reshape(ta.shape)
+        mu_b, t_b = fx.context(ya * one + mu[:, pa], mu[:, pb], t[:, pb])
+        tb = fx.scale_index(t_b)
+        yb, pos = decode_indexed(data, tb.numpy(), self.y_tables, pos)
         if pos != len(data):
             raise CorruptFile(f"{len(data) - pos} unexpected bytes at the end of a unit; the file is damaged")
-        return zs, ys, mean
+        yb = torch.from_numpy(yb.astype(np.float64)).reshape(tb.shape)
+        inv = torch.argsort(torch.cat((pa, pb)))
+        streams = [(zs, self.z_index(zshape), self.z_tables), (ya.numpy().astype(np.int32), ta.numpy(), self.y_tables),
+                   (yb.numpy().astype(np.int32), tb.numpy(), self.y_tables)]
+        return {"z": zs, "y": torch.cat((ya, yb), 1)[:, inv], "mean": torch.cat((mu[:, pa], mu_b), 1)[:, inv],
+                "streams": streams}
 
     @torch.no_grad()
     def decode_block(self, data: bytes, lengths: tuple[int, ...], quality: float) -> torch.Tensor:
-        _, ys, mean = self.decode_symbols(data, lengths)
-        y_hat = (torch.from_numpy(ys.astype(np.float64)).reshape(mean.shape) + mean).float()
+        d = self.decode_symbols(data, lengths)
+        y_hat = (d["y"] + d["mean"] / 2**FixedPointEntropyNets.A_BITS).float()
         return self.net.synthesis(y_hat, self.rate_index(quality)).clamp(0, 1)
 
 

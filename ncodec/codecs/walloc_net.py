@@ -30,10 +30,22 @@ class WallocConfig:
     n_scales: int = 64  # scale table size
     scale_min: float = 0.11
     scale_max: float = 80.0
+    ctx: int = 64  # width of the channel-context network (slice B conditioned on slice A)
 
     @property
     def bands(self) -> int:
         return self.in_ch * (2**self.ndim) ** self.levels
+
+    @property
+    def slice_a(self) -> list[int]:
+        """Latent channels coded first: the bands under the level-1 low band (low frequencies)."""
+        per = self.in_ch * 2**self.ndim  # channels after one level
+        return [i for i in range(self.bands) if i % per < self.in_ch]
+
+    @property
+    def slice_b(self) -> list[int]:
+        a = set(self.slice_a)
+        return [i for i in range(self.bands) if i not in a]
 
     @property
     def stride(self) -> int:
@@ -72,12 +84,24 @@ class ResBlock(nn.Module):
 
 
 class WallocNet(nn.Module):
+    """Analysis: colour matrix (learned, starts orthonormal) -> wavelet packets -> per-band gains.
+
+    The encoder is linear; the latent has one channel per wavelet band, so channel identities (and the slices
+    of the channel context) are fixed. Rate is set by per-band gain vectors, one row per trained lambda.
+    """
+
     def __init__(self, cfg: WallocConfig):
         super().__init__()
         self.cfg = cfg
         conv = _conv(cfg.ndim)
-        c, up = cfg.latent, 2**cfg.ndim
-        self.enc = conv(cfg.bands, c, 1)  # the linear encoder of the paper
+        c, up = cfg.bands, 2**cfg.ndim
+        if cfg.latent != c:
+            raise ValueError("latent must equal the number of wavelet bands")
+        na, nb = len(cfg.slice_a), len(cfg.slice_b)
+        self.register_buffer("perm_a", torch.tensor(cfg.slice_a), persistent=False)
+        self.register_buffer("perm_b", torch.tensor(cfg.slice_b), persistent=False)
+        self.colour = nn.Parameter(_colour_init(cfg.in_ch))
+        self.colour_inv = nn.Parameter(torch.linalg.inv(_colour_init(cfg.in_ch)))
         self.log_gain = nn.Parameter(torch.zeros(cfg.n_rates, c))
         self.log_igain = nn.Parameter(torch.zeros(cfg.n_rates, c))
         self.h_a = nn.Sequential(
@@ -85,31 +109,31 @@ class WallocNet(nn.Module):
             conv(cfg.hyper, cfg.hyper, 5, stride=2, padding=2), nn.ReLU(),
             conv(cfg.hyper, cfg.z_ch, 5, stride=2, padding=2),
         )
+        # hyper-decoder and context: run in fixed point at inference (FixedPointHyperDecoder)
         self.h_s = nn.ModuleList([
             conv(cfg.z_ch, cfg.hyper * up, 3, padding=1),
             conv(cfg.hyper, cfg.hyper * up, 3, padding=1),
             conv(cfg.hyper, 2 * c, 1),
         ])
-        self.dec_lin = conv(c, cfg.bands, 1)
+        self.ctx = nn.ModuleList([conv(na + 2 * nb, cfg.ctx, 3, padding=1), conv(cfg.ctx, 2 * nb, 1)])
+        self.dec_lin = conv(c, c, 1)
         self.dec = nn.Sequential(
             conv(c, cfg.dec, 3, padding=1), nn.GELU(),
             *[ResBlock(cfg.dec, cfg.ndim) for _ in range(cfg.n_res)],
-            conv(cfg.dec, cfg.bands, 3, padding=1),
+            conv(cfg.dec, c, 3, padding=1),
         )
         with torch.no_grad():
             # gains spread like the lambdas (quantiser step ~ 1/sqrt(lambda)): steps of ~1/8 .. 1/80 of the
-            # pixel range; the linear decoder path starts as the inverse of the encoder, the refinement at 0
+            # pixel range; the linear decoder path starts as the identity, the refinement at 0
             g = torch.linspace(math.log(8.0), math.log(80.0), cfg.n_rates)[:, None].expand(-1, c)
             self.log_gain.copy_(g)
             self.log_igain.copy_(-g)
-            if c == cfg.bands:
-                w = torch.linalg.qr(torch.randn(c, c))[0]
-                self.enc.weight.copy_(w.reshape(self.enc.weight.shape))
-                self.dec_lin.weight.copy_(w.T.reshape(self.dec_lin.weight.shape))
-                self.enc.bias.zero_()
-                self.dec_lin.bias.zero_()
+            self.dec_lin.weight.copy_(torch.eye(c).reshape(self.dec_lin.weight.shape))
+            self.dec_lin.bias.zero_()
             self.dec[-1].weight.zero_()
             self.dec[-1].bias.zero_()
+            self.ctx[-1].weight.zero_()
+            self.ctx[-1].bias.zero_()
 
     # -------------------------------------------------------------------------------- rate control
     def gains(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,71 +146,96 @@ class WallocNet(nn.Module):
         shape = (q.shape[0], -1) + (1,) * self.cfg.ndim
         return lg.exp().reshape(shape), lig.exp().reshape(shape)
 
+    def _mix(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("ij,bj...->bi...", m, x)
+
     # -------------------------------------------------------------------------------- pieces
     def analysis(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """x in [0, 1] -> gained latent y (float)."""
         g, _ = self.gains(q)
-        return self.enc(wpt(x - 0.5, self.cfg.levels, self.cfg.ndim)) * g
+        return wpt(self._mix(x - 0.5, self.colour), self.cfg.levels, self.cfg.ndim) * g
 
     def synthesis(self, y_hat: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         _, ig = self.gains(q)
         y = y_hat * ig
         bands = self.dec_lin(y) + self.dec(y)
-        return iwpt(bands, self.cfg.levels, self.cfg.ndim) + 0.5
+        return self._mix(iwpt(bands, self.cfg.levels, self.cfg.ndim), self.colour_inv) + 0.5
 
     def hyper_synthesis(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float hyper-decoder (training): returns mean and continuous scale-index t."""
+        """Float hyper-decoder (training): mean and continuous scale-index t for every channel."""
         h = F.relu(shuffle_up(self.h_s[0](z_hat), self.cfg.ndim))
         h = F.relu(shuffle_up(self.h_s[1](h), self.cfg.ndim))
         out = self.h_s[2](h)
         return out[:, : self.cfg.latent], out[:, self.cfg.latent :]
 
+    def context(self, ya_hat: torch.Tensor, mu_b: torch.Tensor, t_b: torch.Tensor):
+        """Float channel context (training): refine slice-B mean/scale from decoded slice A."""
+        h = F.relu(self.ctx[0](torch.cat((ya_hat, mu_b, t_b), 1)))
+        d = self.ctx[1](h)
+        nb = mu_b.shape[1]
+        return mu_b + d[:, :nb], t_b + d[:, nb:]
+
     def scale_from_t(self, t: torch.Tensor) -> torch.Tensor:
         return self.cfg.scale_min * torch.exp(self.cfg.log_step * t.clamp(0, self.cfg.n_scales - 1))
 
 
-class FixedPointHyperDecoder:
-    """Exact integer evaluation of ``WallocNet.h_s``.
+def _colour_init(n: int) -> torch.Tensor:
+    """Orthonormal luma/chroma-like matrix (RGB -> Y, Cb, Cr directions); identity for one channel."""
+    if n != 3:
+        return torch.eye(n)
+    m = torch.tensor([[1.0, 1.0, 1.0], [-1.0, 0.0, 1.0], [1.0, -2.0, 1.0]])
+    return m / m.norm(dim=1, keepdim=True)
+
+
+class FixedPointEntropyNets:
+    """Exact integer evaluation of the hyper-decoder ``h_s`` and the channel context ``ctx``.
 
     Weights are rounded to ``W_BITS`` fractional bits, activations carry ``A_BITS``. Convolutions run in
     float64 on integer-valued tensors: every product and partial sum is an integer below 2**53, so the result
     is exact whatever the summation order or thread count. Rescaling is a floor division by a power of two.
+    All values returned are integers carrying ``A_BITS`` fractional bits (as float64 tensors).
     """
 
     W_BITS = 12
     A_BITS = 8
-    A_MAX = 2**22  # activation clamp keeps |sums| < 2**22 * 2**16 * 2**10 < 2**53
+    A_MAX = 2**22  # activation clamp keeps |sums| < 2**22 * 2**16 * 2**11 < 2**53
 
-    def __init__(self, weights: list[tuple[torch.Tensor, torch.Tensor]], cfg: WallocConfig):
-        self.cfg = cfg
-        self.layers = []
-        for w, b in weights:
-            wq = torch.round(w.double() * 2**self.W_BITS)
-            bq = torch.round(b.double() * 2 ** (self.W_BITS + self.A_BITS))
-            if wq.abs().max() >= 2**16:
-                raise ValueError("hyper-decoder weight too large for the fixed-point path")
-            self.layers.append((wq, bq))
+    def __init__(self, net: WallocNet):
+        self.cfg = net.cfg
+        self.h_s = [self._quantize(m) for m in net.h_s]
+        self.ctx = [self._quantize(m) for m in net.ctx]
 
-    @classmethod
-    def from_net(cls, net: WallocNet) -> "FixedPointHyperDecoder":
-        return cls([(m.weight.detach(), m.bias.detach()) for m in net.h_s], net.cfg)
+    def _quantize(self, m):
+        wq = torch.round(m.weight.detach().double() * 2**self.W_BITS)
+        bq = torch.round(m.bias.detach().double() * 2 ** (self.W_BITS + self.A_BITS))
+        if wq.abs().max() >= 2**16 or wq[0].numel() > 2**11:
+            raise ValueError("entropy-model weights too large for the fixed-point path")
+        return wq, bq
 
-    def _conv(self, x, wq, bq):
+    def _conv(self, x, layer):
+        wq, bq = layer
         conv = F.conv2d if self.cfg.ndim == 2 else F.conv1d
-        pad = wq.shape[-1] // 2
-        acc = conv(x, wq, bq, padding=pad)
+        acc = conv(x, wq, bq, padding=wq.shape[-1] // 2)
         return torch.floor(acc / 2**self.W_BITS).clamp(-self.A_MAX, self.A_MAX)
 
     @torch.no_grad()
-    def __call__(self, z_sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Integer z symbols (B, z_ch, ...) -> (mean as float64 exactly k/2**A_BITS, int64 scale index)."""
+    def hyper(self, z_sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer z symbols -> (mean, t) for all latent channels, fixed point."""
         nd = self.cfg.ndim
-        h = z_sym.double() * 2**self.A_BITS
-        (w0, b0), (w1, b1), (w2, b2) = self.layers
-        h = shuffle_up(self._conv(h, w0, b0), nd).clamp(min=0)
-        h = shuffle_up(self._conv(h, w1, b1), nd).clamp(min=0)
-        out = self._conv(h, w2, b2)
+        h = shuffle_up(self._conv(z_sym.double() * 2**self.A_BITS, self.h_s[0]), nd).clamp(min=0)
+        h = shuffle_up(self._conv(h, self.h_s[1]), nd).clamp(min=0)
+        out = self._conv(h, self.h_s[2])
         c = self.cfg.latent
-        mean = out[:, :c] / 2**self.A_BITS
-        idx = torch.floor((out[:, c:] + 2 ** (self.A_BITS - 1)) / 2**self.A_BITS)
-        return mean, idx.clamp(0, self.cfg.n_scales - 1).long()
+        return out[:, :c], out[:, c:]
+
+    @torch.no_grad()
+    def context(self, ya_hat, mu_b, t_b):
+        """Fixed-point twin of ``WallocNet.context`` (inputs and outputs carry A_BITS)."""
+        h = self._conv(torch.cat((ya_hat, mu_b, t_b), 1), self.ctx[0]).clamp(min=0)
+        d = self._conv(h, self.ctx[1])
+        nb = mu_b.shape[1]
+        return mu_b + d[:, :nb], t_b + d[:, nb:]
+
+    def scale_index(self, t: torch.Tensor) -> torch.Tensor:
+        one = 2**self.A_BITS
+        return torch.floor((t + one // 2) / one).clamp(0, self.cfg.n_scales - 1).long()

@@ -42,18 +42,30 @@ class Trainer(torch.nn.Module):
         z = net.h_a(y)
         z_hat, z_lik = self.eb(z)
         mu, t = net.hyper_synthesis(z_hat)
-        scale = net.scale_from_t(t)
-        y_noisy = y + torch.empty_like(y).uniform_(-0.5, 0.5)
-        d = (y_noisy - mu).abs()
-        y_lik = (_phi((0.5 - d) / scale) - _phi((-0.5 - d) / scale)).clamp_min(1e-9)
-        y_ste = y + (torch.round(y - mu) + mu - y).detach()
+        pa, pb = net.perm_a, net.perm_b
+        ya, yb = y[:, pa], y[:, pb]
+        ya_ste = _ste(ya, mu[:, pa])
+        mu_b, t_b = net.context(ya_ste, mu[:, pb], t[:, pb])
+        lik_a = _gauss_lik(ya, mu[:, pa], net.scale_from_t(t[:, pa]))
+        lik_b = _gauss_lik(yb, mu_b, net.scale_from_t(t_b))
+        inv = torch.argsort(torch.cat((pa, pb)))
+        y_ste = torch.cat((ya_ste, _ste(yb, mu_b)), 1)[:, inv]
         x_hat = net.synthesis(y_ste, q)
         npix = x.shape[-1] * x.shape[-2] if cfg.ndim == 2 else x.shape[-1]
         dims = tuple(range(1, y.dim()))
-        bits = -(torch.log2(y_lik).sum(dims) + torch.log2(z_lik).sum(tuple(range(1, z.dim()))))
-        bpp = bits / npix
+        bits = -(torch.log2(lik_a).sum(dims) + torch.log2(lik_b).sum(dims) + torch.log2(z_lik).sum(dims))
         mse = F.mse_loss(x_hat, x, reduction="none").mean(dims)
-        return mse, bpp
+        return mse, bits / npix
+
+
+def _ste(y, mu):
+    """Round around the mean in the forward pass, identity gradient."""
+    return y + (torch.round(y - mu) + mu - y).detach()
+
+
+def _gauss_lik(y, mu, scale):
+    d = (y + torch.empty_like(y).uniform_(-0.5, 0.5) - mu).abs()
+    return (_phi((0.5 - d) / scale) - _phi((-0.5 - d) / scale)).clamp_min(1e-9)
 
 
 def _phi(v):
@@ -71,7 +83,11 @@ def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 1
     cfg = WallocConfig()
     model = Trainer(cfg).to(device)
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
-    opt = torch.optim.Adam(main_params, lr=lr)
+    fast = {"net.log_gain", "net.log_igain"}  # gains learn 5x faster: they set the rate points
+    opt = torch.optim.Adam([
+        {"params": [p for n, p in model.named_parameters() if n not in fast and not n.endswith("quantiles")]},
+        {"params": [p for n, p in model.named_parameters() if n in fast], "lr_scale": 5.0},
+    ], lr=lr)
     aux_opt = torch.optim.Adam([model.eb.quantiles], lr=1e-3)
     step = 0
     ckpt = run / "checkpoint.pt"
@@ -89,7 +105,7 @@ def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 1
     t0, hist = time.time(), []
     while step < steps:
         for g in opt.param_groups:  # step decay for the last 20%
-            g["lr"] = lr if step < 0.8 * steps else lr / 4
+            g["lr"] = (lr if step < 0.8 * steps else lr / 4) * g.get("lr_scale", 1.0)
         x = torch.from_numpy(sampler.batch(batch)).to(device).permute(0, 3, 1, 2).float() / 255.0
         q = torch.rand(batch, device=device) * (cfg.n_rates - 1)
         mse, bpp = model(x, q)

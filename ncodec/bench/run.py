@@ -1,0 +1,192 @@
+"""`ncodec bench image`: run codecs over a folder, cache per item, summarise, plot."""
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInput
+from . import image as image_bench
+from .metrics import bd_rate, ms_ssim, psnr, quality_at_rate
+
+FIXED_BPP = (0.25, 0.5, 0.75, 1.0)
+
+
+def list_images(folder: Path, limit: int | None) -> list[Path]:
+    from ..media import IMAGE_EXT
+
+    if not folder.is_dir():
+        raise BadInput(f"benchmark data folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXT)
+    if not files:
+        raise BadInput(f"no images (.png .jpg ...) in {folder}")
+    return files[:limit] if limit else files
+
+
+def run_image(codecs: list[str], data: Path, out: Path, limit: int | None = None, anchor: str = "webp",
+              rates: list[float] | None = None, progress=None, command: str = "") -> dict:
+    from ..media import read_image
+
+    for c in codecs:
+        if not image_bench.available(c):
+            raise BadInput(f"codec {c!r} is not available here (known: {', '.join(image_bench.CLASSICAL)} and "
+                           f"the registered ncodec codecs)")
+    files = list_images(data, limit)
+    out.mkdir(parents=True, exist_ok=True)
+    cache_path = out / "cache.jsonl"
+    cache = {}
+    if cache_path.exists():
+        for line in cache_path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+                cache[(r["codec"], r["item"], r["rate"])] = r
+            except (ValueError, KeyError):
+                continue  # a torn last line from an interrupted run
+    jobs = [(c, f, r) for c in codecs for f in files for r in image_bench.rates_for(c, rates)]
+    todo = [j for j in jobs if (j[0], j[1].name, j[2]) not in cache]
+    done = 0
+    with open(cache_path, "a") as cf:
+        last_file, img = None, None
+        for c, f, r in sorted(todo, key=lambda j: (j[1].name, j[0], j[2])):
+            if f != last_file:
+                img, last_file = read_image(f), f
+            nbytes, dec, te, td = image_bench.run_one(c, img, r)
+            px = img.shape[0] * img.shape[1]
+            row = {"codec": c, "item": f.name, "rate": r, "bytes": nbytes, "bpp": 8 * nbytes / px,
+                   "psnr": psnr(img, dec), "ms_ssim": ms_ssim(img, dec), "enc_s": te, "dec_s": td, "pixels": px}
+            cf.write(json.dumps(row) + "\n")
+            cf.flush()
+            cache[(c, f.name, r)] = row
+            done += 1
+            if progress:
+                progress(done, len(todo), row)
+    rows = [cache[(c, f.name, r)] for c, f, r in jobs]
+    summary = summarise(rows, codecs, anchor)
+    summary["settings"] = {c: image_bench.SETTINGS.get(c, "ncodec, bpp from the .nc file") for c in codecs}
+    summary["data"] = str(data)
+    summary["items"] = len(files)
+    summary["command"] = command
+    summary["machine"] = f"{platform.machine()}, {platform.python_version()}, {sys.platform}"
+    summary["date"] = time.strftime("%Y-%m-%d")
+    write_outputs(out, rows, summary)
+    return summary
+
+
+def summarise(rows: list[dict], codecs: list[str], anchor: str) -> dict:
+    by = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by[r["codec"]][r["item"]].append(r)
+    items = sorted({r["item"] for r in rows})
+    result = {"anchor": anchor, "codecs": {}}
+    for c in codecs:
+        per_item = by[c]
+        entry = {"psnr_at_bpp": {}, "ms_ssim_at_bpp": {}, "bd_rate_psnr": None, "bd_rate_ms_ssim": None}
+        for t in FIXED_BPP:
+            vals = [quality_at_rate([r["bpp"] for r in per_item[i]], [r["psnr"] for r in per_item[i]], t)
+                    for i in items]
+            entry["psnr_at_bpp"][str(t)] = float(np.mean(vals)) if vals and None not in vals else None
+            vals = [quality_at_rate([r["bpp"] for r in per_item[i]], [r["ms_ssim"] or np.nan for r in per_item[i]], t)
+                    for i in items]
+            ok = vals and None not in vals and not np.any(np.isnan(vals))
+            entry["ms_ssim_at_bpp"][str(t)] = float(np.mean(vals)) if ok else None
+        if anchor in by and c != anchor:
+            for key, metric in (("bd_rate_psnr", "psnr"), ("bd_rate_ms_ssim", "ms_ssim")):
+                vals = []
+                for i in items:
+                    a, b = by[anchor][i], per_item[i]
+                    if metric == "ms_ssim" and any(r["ms_ssim"] is None for r in a + b):
+                        continue
+                    v = bd_rate([r["bpp"] for r in a], [r[metric] for r in a], [r["bpp"] for r in b],
+                                [r[metric] for r in b])
+                    if v is not None:
+                        vals.append(v)
+                entry[key] = float(np.mean(vals)) if vals else None
+                entry[key + "_items"] = len(vals)
+        # mean curve: average bpp and quality per rate setting
+        curve = defaultdict(list)
+        for i in items:
+            for r in per_item[i]:
+                curve[r["rate"]].append(r)
+        entry["curve"] = [{"rate": k, "bpp": float(np.mean([r["bpp"] for r in v])),
+                           "psnr": float(np.mean([r["psnr"] for r in v])),
+                           "ms_ssim": (float(np.mean([r["ms_ssim"] for r in v]))
+                                       if all(r["ms_ssim"] is not None for r in v) else None)}
+                          for k, v in sorted(curve.items())]
+        mp = sum(r["pixels"] for r in rows if r["codec"] == c) / 1e6
+        te = sum(r["enc_s"] for r in rows if r["codec"] == c)
+        td = sum(r["dec_s"] for r in rows if r["codec"] == c)
+        entry["encode_mp_s"] = mp / te if te else None
+        entry["decode_mp_s"] = mp / td if td else None
+        result["codecs"][c] = entry
+    ref = result["codecs"].get(anchor, {})
+    for c, e in result["codecs"].items():
+        if ref.get("encode_mp_s") and e.get("encode_mp_s"):
+            e["encode_speed_vs_anchor"] = e["encode_mp_s"] / ref["encode_mp_s"]
+            e["decode_speed_vs_anchor"] = e["decode_mp_s"] / ref["decode_mp_s"]
+    return result
+
+
+def write_outputs(out: Path, rows: list[dict], summary: dict) -> None:
+    (out / "results.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+    (out / "results.md").write_text(markdown(summary))
+    try:
+        plot(out, summary)
+    except ImportError:
+        pass  # matplotlib is in the bench extra
+
+
+def markdown(summary: dict) -> str:
+    a = summary["anchor"]
+    lines = [f"Data: `{summary.get('data')}` ({summary.get('items')} images). Command: `{summary.get('command')}`",
+             "", f"| codec | PSNR@0.25 | PSNR@0.5 | PSNR@0.75 | PSNR@1.0 | MS-SSIM@0.5 | BD-rate vs {a} (PSNR) "
+             f"| BD-rate vs {a} (MS-SSIM) | enc MP/s | dec MP/s |", "|---" * 10 + "|"]
+
+    def f(v, d=2):
+        return "-" if v is None else f"{v:.{d}f}"
+
+    for c, e in summary["codecs"].items():
+        p = e["psnr_at_bpp"]
+        lines.append(f"| {c} | {f(p['0.25'])} | {f(p['0.5'])} | {f(p['0.75'])} | {f(p['1.0'])} | "
+                     f"{f(e['ms_ssim_at_bpp']['0.5'], 4)} | {f(e.get('bd_rate_psnr'), 1)}% | "
+                     f"{f(e.get('bd_rate_ms_ssim'), 1)}% | {f(e.get('encode_mp_s'))} | {f(e.get('decode_mp_s'))} |")
+    lines += ["", "PSNR: RGB, 8-bit, interpolated per image over log-bpp, then averaged. BD-rate: pchip on log-rate "
+              "over the overlapping quality range, per image, then averaged. bpp from whole files.", "",
+              "Settings: " + "; ".join(f"{k}: {v}" for k, v in summary.get("settings", {}).items()), ""]
+    return "\n".join(lines)
+
+
+def plot(out: Path, summary: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for c, e in summary["codecs"].items():
+        cv = e["curve"]
+        axes[0].plot([p["bpp"] for p in cv], [p["psnr"] for p in cv], marker=".", label=c)
+        if all(p["ms_ssim"] is not None for p in cv):
+            axes[1].plot([p["bpp"] for p in cv], [p["ms_ssim"] for p in cv], marker=".", label=c)
+    for ax, yl in zip(axes, ("RGB PSNR (dB)", "MS-SSIM")):
+        ax.set_xlabel("bits per pixel (whole file)")
+        ax.set_ylabel(yl)
+        ax.set_xlim(0, 2.0)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_ylim(22, 42)
+    axes[1].set_ylim(0.85, 1.0)
+    fig.suptitle(f"{summary.get('data')} ({summary.get('items')} images), mean curves")
+    fig.tight_layout()
+    fig.savefig(out / "rd.png", dpi=110)
+    fig.savefig(out / "rd.svg")
+    plt.close(fig)
