@@ -152,7 +152,6 @@ def decode(ctx, input, output, force, lenient):
     def work():
         import ncodec
         from ncodec import api, container
-        from ncodec.media import write_audio, write_image
 
         data = sys.stdin.buffer.read() if input == "-" else input
         head = api._read_bytes(data)
@@ -167,11 +166,7 @@ def decode(ctx, input, output, force, lenient):
             fmt = _AUDIO_FORMATS.get(ext, "WAV" if output == "-" else None)
             if fmt is None:
                 raise ncodec.BadInput(f"cannot write audio as {ext or 'no extension'}; use .wav or .flac")
-        dec = ncodec.decode(head, strict=not lenient)
-        if inf_media == "image":
-            _atomic_write(output, lambda f: write_image(f, dec.data, fmt))
-        else:
-            _atomic_write(output, lambda f: write_audio(f, dec.data, dec.sample_rate, fmt))
+        _atomic_write(output, lambda f: api.decode_to(head, f, fmt, strict=not lenient))
 
     _run(ctx, work)
 
@@ -219,57 +214,68 @@ def list_(as_json):
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["image"]))
-@click.option("--codecs", default="walloc,jpeg,webp,avif,jxl,j2k", show_default=True,
-              help="Comma-separated codecs: ncodec ids and jpeg, webp, avif, jxl, j2k.")
+@click.argument("kind", type=click.Choice(["image", "audio"]))
+@click.option("--codecs", default=None,
+              help="Comma-separated codecs: ncodec ids and jpeg, webp, avif, jxl, j2k (images) or opus, mp3, aac "
+                   "(audio). Default: all.")
 @click.option("--data", required=True, type=click.Path(), help="Folder of media files.")
 @click.option("--limit", type=int, default=None, help="Use the first N files only.")
 @click.option("--rates", default=None, help="Comma-separated rate settings overriding each codec's sweep.")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Output folder (results, plots, cache).")
-@click.option("--anchor", default="webp", show_default=True, help="BD-rate anchor codec.")
+@click.option("--anchor", default=None, help="Anchor codec (default: webp for images, opus for audio).")
 @click.pass_context
 def bench(ctx, kind, codecs, data, limit, rates, out_dir, anchor):
     """Rate-distortion benchmark against classical codecs (resumable: per-item results are cached)."""
 
-    def work():
-        from ncodec.bench.run import run_image
+    default_codecs = {"image": "walloc,jpeg,webp,avif,jxl,j2k", "audio": "walloc,opus,mp3,aac"}[kind]
+    anchor = anchor or {"image": "webp", "audio": "opus"}[kind]
 
-        names = [c.strip() for c in codecs.split(",") if c.strip()]
+    def work():
+        from ncodec.bench.run import run_audio, run_image
+
+        names = [c.strip() for c in (codecs or default_codecs).split(",") if c.strip()]
         if anchor not in names:
             names.append(anchor)
         rate_list = [float(r) for r in rates.split(",")] if rates else None
 
         def progress(i, n, row):
-            click.echo(f"[{i}/{n}] {row['codec']:<7} {row['item']:<14} rate {row['rate']:<6} "
-                       f"{row['bpp']:.3f} bpp {row['psnr']:.2f} dB", err=True)
+            if kind == "image":
+                msg = f"{row['bpp']:.3f} bpp {row['psnr']:.2f} dB"
+            else:
+                msg = f"{row['kbps']:.2f} kbps SNR {row['snr']:.2f} dB"
+            click.echo(f"[{i}/{n}] {row['codec']:<7} {row['item']:<14} rate {row['rate']:<6} {msg}", err=True)
 
         cmd = "ncodec " + " ".join(sys.argv[1:])
-        return run_image(names, Path(data), Path(out_dir), limit, anchor, rate_list, progress, cmd)
+        run = run_image if kind == "image" else run_audio
+        return run(names, Path(data), Path(out_dir), limit, anchor, rate_list, progress, cmd)
 
     summary = _run(ctx, work)
-    from ncodec.bench.run import markdown
+    from ncodec.bench.run import audio_markdown, markdown
 
-    click.echo(markdown(summary))
+    click.echo(markdown(summary) if kind == "image" else audio_markdown(summary))
 
 
 @main.command()
-@click.argument("recipe", type=click.Choice(["walloc-image"]))
-@click.option("--run", "run_dir", default="runs/walloc-image", show_default=True, help="Checkpoint folder.")
+@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio"]))
+@click.option("--run", "run_dir", default=None, help="Checkpoint folder (default: runs/RECIPE).")
 @click.option("--steps", default=20000, show_default=True)
 @click.option("--data", default=None, help="Corpus folder (default: $NCODEC_CORPUS or ../shared/corpus).")
-@click.option("--batch", default=8, show_default=True)
-@click.option("--crop", default=128, show_default=True)
+@click.option("--batch", default=None, type=int, help="Batch size (default: 8 images, 16 audio crops).")
+@click.option("--crop", default=None, type=int, help="Crop size (default: 128 px images, 16384 samples audio).")
 @click.option("--lr", default=3e-4, show_default=True)
 @click.option("--export", "export_to", default=None, help="After training, write weights + card here.")
 @click.pass_context
 def train(ctx, recipe, run_dir, steps, data, batch, crop, lr, export_to):
     """Train (or resume) a model recipe; checkpoints go to --run."""
 
+    run_dir = run_dir or f"runs/{recipe}"
+
     def work():
         from ncodec.train import walloc
 
-        walloc.train(Path(run_dir), steps, data, batch=batch, crop=crop, lr=lr,
-                     log=lambda m: click.echo(m, err=True))
+        audio = recipe == "walloc-audio"
+        walloc.train(Path(run_dir), steps, data, batch=batch or (16 if audio else 8), crop=crop or (16384 if audio else 128), lr=lr,
+                     log=lambda m: click.echo(m, err=True), recipe=recipe)
         if export_to:
             card = walloc.export(Path(run_dir), Path(export_to))
             click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)

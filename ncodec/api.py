@@ -97,19 +97,18 @@ def encode(src, codec: str | None = None, quality: float | None = None, bpp: flo
     """Encode a media file path, its bytes, or an array (uint8 HxWx3 image, or float audio with
     ``sample_rate``) into .nc bytes. Give at most one of quality / bpp / bitrate (kbps)."""
     from .codecs.base import Rate
-    from .media import detect_media, read_audio, read_image
+    from .media import detect_media, read_image
+    from .media.audio import ArraySource, FileSource
 
     if sum(v is not None for v in (quality, bpp, bitrate)) > 1:
         raise BadInput("give at most one of quality, bpp and bitrate")
-    info_kw = {}
     if isinstance(src, np.ndarray):
         arr = src
         media = media or ("audio" if sample_rate else "image")
         if media == "audio":
             if not sample_rate:
                 raise BadInput("an audio array needs sample_rate")
-            arr = arr.reshape(len(arr), -1).astype(np.float32)
-            info_kw["sample_rate"] = int(sample_rate)
+            arr = ArraySource(arr, sample_rate)
     else:
         if not isinstance(src, (bytes, bytearray)):
             name = name or Path(os.fspath(src)).name
@@ -119,13 +118,14 @@ def encode(src, codec: str | None = None, quality: float | None = None, bpp: flo
         media = media or detect_media(name or "", raw[:16] if raw is not None else _head(src))
         if media == "image":
             arr = read_image(raw if raw is not None else src)
-        else:
-            arr, sr = read_audio(raw if raw is not None else src)
-            info_kw["sample_rate"] = sr
+        else:  # read piece by piece from the file: long audio never sits in memory whole
+            import io
+
+            arr = FileSource(io.BytesIO(raw) if raw is not None else src)
     codec_id = codec or DEFAULTS.get(media)
     if codec_id is None:
         raise BadInput(f"no codec for {media}")
-    enc = _codec(codec_id).encode(arr, media, Rate(quality, bpp, bitrate), **info_kw)
+    enc = _codec(codec_id).encode(arr, media, Rate(quality, bpp, bitrate))
     meta = dict(meta or {})
     meta.update({k: v for k, v in enc.achieved.items() if k != "bpp"})
     return container.write(enc.header, enc.units, meta=meta or None, name=name)
@@ -145,3 +145,34 @@ def decode(src, strict: bool = True) -> Decoded:
     f = container.read(data, strict=strict)
     arr = _codec(f.header.codec_id).decode(f.header, f.units)
     return Decoded(arr, _info(f, len(data)))
+
+
+def decode_to(src, out, fmt: str, strict: bool = True) -> Info:
+    """Decode into a writable binary file object in format ``fmt`` (PNG, WAV, FLAC, ...).
+
+    Audio is written segment by segment, so memory stays bounded by one unit whatever the file's length.
+    """
+    data = _read_bytes(src)
+    f = container.read(data, strict=strict)
+    codec = _codec(f.header.codec_id)
+    inf = _info(f, len(data))
+    if inf.media == "audio" and hasattr(codec, "decode_segments"):
+        import soundfile as sf
+
+        frames, channels = f.header.shape
+        subtype = "PCM_16" if fmt in ("WAV", "FLAC") else None
+        with sf.SoundFile(out, "w", samplerate=f.header.rate_num, channels=channels, format=fmt,
+                          subtype=subtype) as sink:
+            for _, block in codec.decode_segments(f.header, f.units):
+                sink.write(block)
+        return inf
+    arr = codec.decode(f.header, f.units)
+    if inf.media == "image":
+        from .media import write_image
+
+        write_image(out, arr, fmt)
+    else:
+        from .media import write_audio
+
+        write_audio(out, arr, f.header.rate_num, fmt)
+    return inf

@@ -16,7 +16,7 @@ CODEC_MODULES: dict[str, str] = {
 }
 
 # media kind -> default codec id
-DEFAULTS: dict[str, str] = {"image": "walloc"}
+DEFAULTS: dict[str, str] = {"image": "walloc", "audio": "walloc"}
 
 _CLASSES: dict[str, type] = {}
 

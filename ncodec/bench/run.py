@@ -190,3 +190,116 @@ def plot(out: Path, summary: dict) -> None:
     fig.savefig(out / "rd.png", dpi=110)
     fig.savefig(out / "rd.svg")
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ audio
+
+FIXED_KBPS = (6.0, 12.0, 24.0, 48.0)
+AUDIO_METRICS = ("snr", "si_sdr", "mel", "pesq_wb", "stoi")
+
+
+def list_audio(folder: Path, limit: int | None) -> list[Path]:
+    from ..media import AUDIO_EXT
+
+    if not folder.is_dir():
+        raise BadInput(f"benchmark data folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXT)
+    if not files:
+        raise BadInput(f"no audio files (.wav .flac ...) under {folder}")
+    return files[:limit] if limit else files
+
+
+def run_audio(codecs: list[str], data: Path, out: Path, limit: int | None = None, anchor: str = "opus",
+              rates: list[float] | None = None, progress=None, command: str = "") -> dict:
+    import soundfile as sf
+
+    from . import audio as ab
+
+    files = list_audio(data, limit)
+    out.mkdir(parents=True, exist_ok=True)
+    cache_path = out / "cache.jsonl"
+    cache = {}
+    if cache_path.exists():
+        for line in cache_path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+                cache[(r["codec"], r["item"], r["rate"])] = r
+            except (ValueError, KeyError):
+                continue
+    names = {f: str(f.relative_to(data)) for f in files}
+    jobs = [(c, f, r) for c in codecs for f in files
+            for r in (rates or (ab.CLASSICAL[c][3] if c in ab.CLASSICAL else ab.LEARNED_RATES))]
+    todo = [j for j in jobs if (j[0], names[j[1]], j[2]) not in cache]
+    with open(cache_path, "a") as cf:
+        for i, (c, f, r) in enumerate(sorted(todo, key=lambda j: (str(j[1]), j[0], j[2]))):
+            sig, sr = sf.read(f, dtype="float32", always_2d=True)
+            speech = "speech" in f.parts
+            row = {"codec": c, "item": names[f], "rate": r, "sample_rate": sr, "speech": speech}
+            row.update(ab.run_one(c, sig, sr, r, speech))
+            cf.write(json.dumps(row) + "\n")
+            cf.flush()
+            cache[(c, names[f], r)] = row
+            if progress:
+                progress(i + 1, len(todo), row)
+    rows = [cache[(c, names[f], r)] for c, f, r in jobs]
+    summary = {"anchor": anchor, "codecs": {}, "data": str(data), "items": len(files), "command": command,
+               "settings": {c: ab.SETTINGS.get(c, "ncodec, kbps from the .nc file") for c in codecs},
+               "date": time.strftime("%Y-%m-%d")}
+    for group in ("speech", "music"):
+        items = sorted({r["item"] for r in rows if r["speech"] == (group == "speech")})
+        if not items:
+            continue
+        for c in codecs:
+            per = defaultdict(list)
+            for r in rows:
+                if r["codec"] == c and r["item"] in items:
+                    per[r["item"]].append(r)
+            e = summary["codecs"].setdefault(c, {})
+            g = e.setdefault(group, {"at_kbps": {}})
+            for t in FIXED_KBPS:
+                vals = {}
+                for m in AUDIO_METRICS:
+                    v = [quality_at_rate([r["kbps"] for r in per[i]], [r.get(m) if r.get(m) is not None else np.nan
+                                                                      for r in per[i]], t) for i in items]
+                    vals[m] = (float(np.mean(v)) if v and None not in v and not np.any(np.isnan(v)) else None)
+                g["at_kbps"][str(t)] = vals
+            g["kbps_range"] = [float(min(r["kbps"] for i in items for r in per[i])),
+                               float(max(r["kbps"] for i in items for r in per[i]))]
+            realtime = sum(r["seconds"] for i in items for r in per[i]) / sum(r["codec_s"] for i in items for r in per[i])
+            g["encode_plus_decode_x_realtime"] = float(realtime)
+    write_audio_outputs(out, rows, summary)
+    return summary
+
+
+def write_audio_outputs(out: Path, rows: list[dict], summary: dict) -> None:
+    (out / "results.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
+    keys = sorted({k for r in rows for k in r})
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    (out / "results.md").write_text(audio_markdown(summary))
+
+
+def audio_markdown(summary: dict) -> str:
+    def f(v, d=2):
+        return "-" if v is None else f"{v:.{d}f}"
+
+    lines = [f"Data: `{summary['data']}` ({summary['items']} files). Command: `{summary['command']}`", ""]
+    for group in ("speech", "music"):
+        lines += [f"### {group}", "", "| codec | kbps | SNR dB | SI-SDR dB | mel dist | PESQ-WB | STOI |",
+                  "|---|---|---|---|---|---|---|"]
+        for c, e in summary["codecs"].items():
+            g = e.get(group)
+            if not g:
+                continue
+            for t, v in g["at_kbps"].items():
+                if all(x is None for x in v.values()):
+                    continue
+                lines.append(f"| {c} | {t} | {f(v['snr'])} | {f(v['si_sdr'])} | {f(v['mel'], 3)} | "
+                             f"{f(v['pesq_wb'])} | {f(v['stoi'], 3)} |")
+        lines.append("")
+    lines += ["Metrics interpolated per file over log-kbps at each listed rate (only inside the measured range), "
+              "then averaged; kbps from whole files.", "",
+              "Settings: " + "; ".join(f"{k}: {v}" for k, v in summary.get("settings", {}).items()), ""]
+    return "\n".join(lines)

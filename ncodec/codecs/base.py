@@ -35,7 +35,8 @@ class Codec:
     version: int = 1
     media: tuple[str, ...] = ()
 
-    def encode(self, data: np.ndarray, media: str, rate: Rate, **info) -> Encoded:
+    def encode(self, data, media: str, rate: Rate) -> Encoded:
+        """``data``: uint8 HxWxC array for images; an ncodec.media.audio source for audio."""
         raise NotImplementedError
 
     def decode(self, header: Header, units: list[Unit]) -> np.ndarray:

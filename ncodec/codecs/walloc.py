@@ -1,6 +1,6 @@
 """WaLLoC: wavelet packets + linear encoder + mean-scale hyperprior + light decoder (images; 1-D audio net).
 
-Unit payload (one tile of at most ``TILE`` x ``TILE`` pixels, padded by edge replication to a multiple of 16):
+Unit payload (one tile of at most ``TILE`` x ``TILE`` pixels, padded by edge replication to a multiple of 32):
     z stream  (ncodec.entropy indexed coding, table = z channel)
     ya stream (low-band slice; table = scale index from the fixed-point hyper-decoder)
     yb stream (other bands; table = scale index from the fixed-point channel context on decoded ya)
@@ -24,6 +24,7 @@ from .base import Codec, Encoded, Rate
 from .walloc_net import FixedPointEntropyNets, WallocConfig, WallocNet
 
 TILE = 1024
+SEGMENT = 1 << 16  # audio samples per unit
 Z_MAX = 1 << 15  # z symbols are clamped here (the escape path codes them exactly)
 
 
@@ -71,14 +72,14 @@ class WallocModel:
             encode_indexed(sym_b.numpy().astype(np.int32), fx.scale_index(t_b).numpy(), self.y_tables),
         ])
 
-    def decode_symbols(self, data: bytes, lengths: tuple[int, ...]) -> dict:
+    def decode_symbols(self, data: bytes, lengths: tuple[int, ...], batch: int = 1) -> dict:
         """Entropy-decode one unit with integer arithmetic only.
 
         Returns z symbols, y symbols and the y mean (times 2**8) in latent layout, and ``streams``: each
         stream's (symbols, table indices, table set), from which the model cross-entropy follows.
         """
         cfg, fx, one = self.cfg, self.fixed, 2**FixedPointEntropyNets.A_BITS
-        zshape = (1, cfg.z_ch) + tuple(n // cfg.stride for n in lengths)
+        zshape = (batch, cfg.z_ch) + tuple(n // cfg.stride for n in lengths)
         zs, pos = decode_indexed(data, self.z_index(zshape), self.z_tables)
         mu, t = fx.hyper(torch.from_numpy(zs.astype(np.float64)).reshape(zshape))
         pa, pb = self.net.perm_a, self.net.perm_b
@@ -98,8 +99,8 @@ class WallocModel:
                 "streams": streams}
 
     @torch.no_grad()
-    def decode_block(self, data: bytes, lengths: tuple[int, ...], quality: float) -> torch.Tensor:
-        d = self.decode_symbols(data, lengths)
+    def decode_block(self, data: bytes, lengths: tuple[int, ...], quality: float, batch: int = 1) -> torch.Tensor:
+        d = self.decode_symbols(data, lengths, batch)
         y_hat = (d["y"] + d["mean"] / 2**FixedPointEntropyNets.A_BITS).float()
         return self.net.synthesis(y_hat, self.rate_index(quality)).clamp(0, 1)
 
@@ -121,7 +122,7 @@ def _pad_to(x: torch.Tensor, mult: int, ndim: int) -> torch.Tensor:
 @register_codec("walloc")
 class WallocCodec(Codec):
     version = 1
-    media = ("image",)
+    media = ("image", "audio")
     default_quality = 50.0
 
     def __init__(self):
@@ -137,9 +138,11 @@ class WallocCodec(Codec):
         return self._models[card.id]
 
     # ----------------------------------------------------------------------------------------- images
-    def encode(self, data: np.ndarray, media: str, rate: Rate, **info) -> Encoded:
+    def encode(self, data, media: str, rate: Rate, **info) -> Encoded:
+        if media == "audio":
+            return self._encode_audio(data, rate)
         if media != "image":
-            raise BadInput(f"the walloc codec does not code {media} yet; images only")
+            raise BadInput(f"the walloc codec codes images and audio, not {media}")
         if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] != 3:
             raise BadInput(f"walloc needs an 8-bit RGB image, got array {data.shape} {data.dtype}")
         card = zoo.find(self.codec_id, "image")
@@ -160,16 +163,25 @@ class WallocCodec(Codec):
         if rate.kbps is not None:
             raise BadInput("--bitrate is for audio; use --quality or --bpp for images")
         if rate.bpp is None:
-            q = self.default_quality if rate.quality is None else rate.quality
-            if not 0 <= q <= 100:
-                raise BadInput(f"quality {q} is outside 0..100")
-            return build(q)
+            return build(self._quality(rate))
         return _search_bpp(build, rate.bpp, h * w)
+
+    def _quality(self, rate: Rate) -> float:
+        q = self.default_quality if rate.quality is None else rate.quality
+        if not 0 <= q <= 100:
+            raise BadInput(f"quality {q} is outside 0..100")
+        return float(q)
 
     def decode(self, header: Header, units: list[Unit]) -> np.ndarray:
         if header.codec_version > self.version:
             raise UnsupportedVersion(f"walloc codec version {header.codec_version} is newer than this ncodec "
                                      f"({self.version}); upgrade ncodec")
+        if header.media == MediaKind.AUDIO:
+            frames, channels = header.shape
+            out = np.zeros((frames, channels), dtype=np.float32)
+            for start, block in self.decode_segments(header, units):
+                out[start : start + len(block)] = block
+            return out
         if header.media != MediaKind.IMAGE:
             raise CorruptFile("walloc file with a non-image media kind")
         model = self.model("image", header.model_id, header.weights_hash)
@@ -183,11 +195,86 @@ class WallocCodec(Codec):
                 raise CorruptFile(f"tile {unit.key} lies outside the {h}x{w} image")
             if unit.data is None:
                 continue  # damaged tile (non-strict read): left grey
-            lengths = (th + (-th) % model.cfg.stride, tw + (-tw) % model.cfg.stride)
-            x = model.decode_block(unit.data, lengths, header.rate_value)
+            x = model.decode_block(unit.data, _unit_lengths(unit.key, model.cfg.stride), header.rate_value)
             tile = (x[0, :, :th, :tw] * 255.0).round().byte().permute(1, 2, 0).numpy()
             out[y0 : y0 + th, x0 : x0 + tw] = tile
         return out
+
+    # ----------------------------------------------------------------------------------------- audio
+    def _encode_audio(self, src, rate: Rate) -> Encoded:
+        """``src``: ncodec.media.audio ArraySource / FileSource. Mono coded as is; stereo as mid and side."""
+        if src.channels not in (1, 2):
+            raise BadInput(f"walloc audio codes mono or stereo, got {src.channels} channels")
+        if not 8000 <= src.rate <= 192000:
+            raise BadInput(f"sample rate {src.rate} Hz is outside 8000..192000")
+        card = zoo.find(self.codec_id, "audio")
+        model = self.model("audio", card.id)
+
+        def build(quality: float) -> Encoded:
+            units = []
+            for start in range(0, src.frames, SEGMENT):
+                block = src.read(start, min(SEGMENT, src.frames - start))
+                if block.shape[1] == 2:
+                    block = np.stack([block.mean(1), (block[:, 0] - block[:, 1]) / 2], 1)
+                x = torch.from_numpy(np.ascontiguousarray(block.T))[:, None] * 0.5 + 0.5
+                units.append(Unit((start, len(block), 0, 0),
+                                  model.encode_block(_pad_to(x, model.cfg.stride, 1), quality)))
+            header = Header(MediaKind.AUDIO, self.codec_id, self.version, (src.frames, src.channels), card.id,
+                            card.hash8, RateKind.QUALITY, float(quality), 16, 0, src.rate,
+                            params=struct.pack("<IB", SEGMENT, src.channels == 2))
+            return Encoded(header, units, {"quality": float(quality)})
+
+        if rate.bpp is not None:
+            raise BadInput("--bpp is for images; use --quality or --bitrate for audio")
+        if rate.kbps is None:
+            return build(self._quality(rate))
+        if rate.kbps <= 0:
+            raise BadInput(f"bitrate must be > 0 kbit/s, got {rate.kbps}")
+        best = _search_bpp(build, rate.kbps * 1000 / src.rate, src.frames)  # bits per frame
+        best.achieved["kbps"] = best.achieved.pop("bpp") * src.rate / 1000
+        return best
+
+    def decode_segments(self, header: Header, units: list[Unit]):
+        """Yield (first frame, float32 block) per unit, in file order; memory bounded by one segment."""
+        model = self.model("audio", header.model_id, header.weights_hash)
+        frames, channels = header.shape
+        if channels not in (1, 2):
+            raise CorruptFile(f"walloc audio with {channels} channels")
+        for unit in units:
+            start, n, _, _ = unit.key
+            if n == 0 or n > SEGMENT or start + n > frames:
+                raise CorruptFile(f"segment {unit.key[:2]} lies outside the {frames}-frame signal")
+            if unit.data is None:
+                yield start, np.zeros((n, channels), np.float32)  # damaged segment (lenient read): silence
+                continue
+            padded = n + (-n) % model.cfg.stride
+            x = model.decode_block(unit.data, (padded,), header.rate_value, batch=channels)
+            sig = ((x[:, 0, :n] - 0.5) * 2).numpy().T
+            if channels == 2:
+                sig = np.stack([sig[:, 0] + sig[:, 1], sig[:, 0] - sig[:, 1]], 1)
+            yield start, np.clip(sig, -1, 1).astype(np.float32)
+
+    def symbols_digest(self, header: Header, units: list[Unit]) -> str:
+        """SHA-256 over every unit's entropy-decoded integers (z, y, fixed-point means): the exact layer."""
+        import hashlib
+
+        media = header.media.name.lower()
+        model = self.model(media, header.model_id, header.weights_hash)
+        h = hashlib.sha256()
+        for unit in units:
+            if media == "audio":
+                n = unit.key[1]
+                d = model.decode_symbols(unit.data, (n + (-n) % model.cfg.stride,), header.shape[1])
+            else:
+                d = model.decode_symbols(unit.data, _unit_lengths(unit.key, model.cfg.stride))
+            for a in (d["z"], d["y"].numpy(), d["mean"].numpy()):
+                h.update(np.ascontiguousarray(a, dtype="<i8" if a.dtype.kind in "iu" else "<f8").tobytes())
+        return h.hexdigest()
+
+
+def _unit_lengths(key, stride):
+    _, _, th, tw = key
+    return (th + (-th) % stride, tw + (-tw) % stride)
 
 
 def _search_bpp(build, target: float, pixels: int) -> Encoded:

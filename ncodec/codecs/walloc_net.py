@@ -16,21 +16,27 @@ import torch.nn.functional as F
 from .wavelets import iwpt, wpt
 
 
+AUDIO_CONFIG = dict(ndim=1, in_ch=1, levels=4, latent=16, hyper=48, z_ch=16, dec=64, n_res=2,
+                    gain_min=60.0, gain_max=1500.0, scale_max=200.0)
+
+
 @dataclass(frozen=True)
 class WallocConfig:
     ndim: int = 2  # 2: images, 1: audio
     in_ch: int = 3  # colour channels (images) or 1 (audio channels are coded one by one)
-    levels: int = 2  # wavelet packet levels J
-    latent: int = 48  # latent channels C
+    levels: int = 3  # wavelet packet levels J
+    latent: int = 192  # latent channels C (= bands: in_ch * 4**J)
     hyper: int = 48  # hyper network width
     z_ch: int = 32  # hyper-latent channels
-    dec: int = 64  # decoder width
+    dec: int = 128  # decoder width
     n_res: int = 2  # decoder residual blocks
     n_rates: int = 6  # trained rate points (gain vectors)
-    n_scales: int = 64  # scale table size
+    n_scales: int = 72  # scale table size
     scale_min: float = 0.11
-    scale_max: float = 80.0
+    scale_max: float = 1000.0
     ctx: int = 64  # width of the channel-context network (slice B conditioned on slice A)
+    gain_min: float = 8.0  # initial gains of the lowest and highest rate point
+    gain_max: float = 80.0
 
     @property
     def bands(self) -> int:
@@ -115,7 +121,7 @@ class WallocNet(nn.Module):
             conv(cfg.hyper, cfg.hyper * up, 3, padding=1),
             conv(cfg.hyper, 2 * c, 1),
         ])
-        self.ctx = nn.ModuleList([conv(na + 2 * nb, cfg.ctx, 3, padding=1), conv(cfg.ctx, 2 * nb, 1)])
+        self.ctx = nn.ModuleList([conv(na, cfg.ctx, 3, padding=1), conv(cfg.ctx, 2 * nb, 1)])
         self.dec_lin = conv(c, c, 1)
         self.dec = nn.Sequential(
             conv(c, cfg.dec, 3, padding=1), nn.GELU(),
@@ -125,7 +131,7 @@ class WallocNet(nn.Module):
         with torch.no_grad():
             # gains spread like the lambdas (quantiser step ~ 1/sqrt(lambda)): steps of ~1/8 .. 1/80 of the
             # pixel range; the linear decoder path starts as the identity, the refinement at 0
-            g = torch.linspace(math.log(8.0), math.log(80.0), cfg.n_rates)[:, None].expand(-1, c)
+            g = torch.linspace(math.log(cfg.gain_min), math.log(cfg.gain_max), cfg.n_rates)[:, None].expand(-1, c)
             self.log_gain.copy_(g)
             self.log_igain.copy_(-g)
             self.dec_lin.weight.copy_(torch.eye(c).reshape(self.dec_lin.weight.shape))
@@ -170,7 +176,7 @@ class WallocNet(nn.Module):
 
     def context(self, ya_hat: torch.Tensor, mu_b: torch.Tensor, t_b: torch.Tensor):
         """Float channel context (training): refine slice-B mean/scale from decoded slice A."""
-        h = F.relu(self.ctx[0](torch.cat((ya_hat, mu_b, t_b), 1)))
+        h = F.relu(self.ctx[0](ya_hat))
         d = self.ctx[1](h)
         nb = mu_b.shape[1]
         return mu_b + d[:, :nb], t_b + d[:, nb:]
@@ -198,7 +204,7 @@ class FixedPointEntropyNets:
 
     W_BITS = 12
     A_BITS = 8
-    A_MAX = 2**22  # activation clamp keeps |sums| < 2**22 * 2**16 * 2**11 < 2**53
+    A_MAX = 2**22  # activation clamp keeps |sums| < 2**22 * 2**16 * 2**12 < 2**53
 
     def __init__(self, net: WallocNet):
         self.cfg = net.cfg
@@ -208,7 +214,7 @@ class FixedPointEntropyNets:
     def _quantize(self, m):
         wq = torch.round(m.weight.detach().double() * 2**self.W_BITS)
         bq = torch.round(m.bias.detach().double() * 2 ** (self.W_BITS + self.A_BITS))
-        if wq.abs().max() >= 2**16 or wq[0].numel() > 2**11:
+        if wq.abs().max() >= 2**16 or wq[0].numel() > 2**12:
             raise ValueError("entropy-model weights too large for the fixed-point path")
         return wq, bq
 
@@ -231,7 +237,7 @@ class FixedPointEntropyNets:
     @torch.no_grad()
     def context(self, ya_hat, mu_b, t_b):
         """Fixed-point twin of ``WallocNet.context`` (inputs and outputs carry A_BITS)."""
-        h = self._conv(torch.cat((ya_hat, mu_b, t_b), 1), self.ctx[0]).clamp(min=0)
+        h = self._conv(ya_hat, self.ctx[0]).clamp(min=0)
         d = self._conv(h, self.ctx[1])
         nb = mu_b.shape[1]
         return mu_b + d[:, :nb], t_b + d[:, nb:]

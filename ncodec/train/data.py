@@ -54,3 +54,37 @@ class CropSampler:
                 c = c[:, ::-1]
             out[k] = c
         return out
+
+
+AUDIO_EXT = {".flac", ".wav", ".ogg"}
+
+
+def load_audio(folder: Path, min_len: int) -> list[np.ndarray]:
+    """Every clip as mono float32 arrays (stereo files give mid and side as two clips)."""
+    import soundfile as sf
+
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if p.suffix.lower() in AUDIO_EXT:
+            a, _ = sf.read(p, dtype="float32", always_2d=True)
+            chans = [a[:, 0]] if a.shape[1] == 1 else [a[:, :2].mean(1), (a[:, 0] - a[:, 1]) / 2]
+            out += [c for c in chans if len(c) >= min_len and np.abs(c).max() > 1e-3]
+    if not out:
+        raise FileNotFoundError(f"no audio clips of at least {min_len} samples under {folder}")
+    return out
+
+
+class AudioSampler:
+    def __init__(self, clips: list[np.ndarray], size: int, seed: int = 0):
+        self.clips, self.size = clips, size
+        self.rng = np.random.default_rng(seed)
+        n = np.array([len(c) for c in clips], dtype=np.float64)
+        self.p = np.sqrt(n) / np.sqrt(n).sum()  # long clips more often, but not in proportion
+
+    def batch(self, n: int) -> np.ndarray:
+        out = np.empty((n, self.size), dtype=np.float32)
+        for k, i in enumerate(self.rng.choice(len(self.clips), n, p=self.p)):
+            c = self.clips[i]
+            s = self.rng.integers(0, len(c) - self.size + 1)
+            out[k] = c[s : s + self.size] * (-1 if self.rng.random() < 0.5 else 1)
+        return out

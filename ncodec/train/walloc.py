@@ -18,12 +18,15 @@ import torch.nn.functional as F
 
 from ..codecs.walloc_net import WallocConfig, WallocNet
 
-LAMBDAS = (0.0018, 0.00385, 0.0082, 0.0175, 0.0374, 0.08)
+LAMBDAS = (0.0018, 0.00385, 0.0082, 0.0175, 0.0374, 0.08)  # images: x in [0, 1], loss lambda*255^2*MSE + bpp
+# audio: signal mapped to [0, 1] (x/2 + 0.5), loss lambda*255^2*MSE + bits per sample
+LAMBDAS_AUDIO = (0.5, 1.8, 6.3, 22.0, 80.0, 300.0)
+RECIPES = {"walloc-image": ({}, LAMBDAS), "walloc-audio": (None, LAMBDAS_AUDIO)}
 
 
-def lam_of(q: torch.Tensor) -> torch.Tensor:
-    logl = torch.log(torch.tensor(LAMBDAS))
-    i = q.floor().long().clamp(max=len(LAMBDAS) - 2)
+def lam_of(q: torch.Tensor, ladder=LAMBDAS) -> torch.Tensor:
+    logl = torch.log(torch.tensor(ladder))
+    i = q.floor().long().clamp(max=len(ladder) - 2)
     f = q - i
     return torch.exp((1 - f) * logl[i] + f * logl[i + 1])
 
@@ -73,14 +76,17 @@ def _phi(v):
 
 
 def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 128, lr: float = 2e-4,
-          save_every: int = 500, threads: int | None = None, log=print):
-    from .data import CropSampler, corpus_root, load_images
+          save_every: int = 500, threads: int | None = None, log=print, recipe: str = "walloc-image"):
+    from ..codecs.walloc_net import AUDIO_CONFIG
+    from .data import AudioSampler, CropSampler, corpus_root, load_audio, load_images
 
     if threads:
         torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     run.mkdir(parents=True, exist_ok=True)
-    cfg = WallocConfig()
+    audio = recipe == "walloc-audio"
+    cfg = WallocConfig(**AUDIO_CONFIG) if audio else WallocConfig()
+    ladder = LAMBDAS_AUDIO if audio else LAMBDAS
     model = Trainer(cfg).to(device)
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     fast = {"net.log_gain", "net.log_igain"}  # gains learn 5x faster: they set the rate points
@@ -98,18 +104,27 @@ def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 1
         aux_opt.load_state_dict(state["aux_opt"])
         step = int(state["step"])
         log(f"resumed from {ckpt} at step {step}")
-    root = corpus_root(data) / "train" / "images"
-    images = load_images(root, crop)
-    log(f"{len(images)} training images from {root}, device {device}")
-    sampler = CropSampler(images, crop, seed=step)
+    if audio:
+        root = corpus_root(data) / "train" / "audio"
+        clips = load_audio(root, crop)
+        log(f"{len(clips)} training clips from {root}, device {device}")
+        sampler = AudioSampler(clips, crop, seed=step)
+    else:
+        root = corpus_root(data) / "train" / "images"
+        images = load_images(root, crop)
+        log(f"{len(images)} training images from {root}, device {device}")
+        sampler = CropSampler(images, crop, seed=step)
     t0, hist = time.time(), []
     while step < steps:
         for g in opt.param_groups:  # step decay for the last 20%
             g["lr"] = (lr if step < 0.8 * steps else lr / 4) * g.get("lr_scale", 1.0)
-        x = torch.from_numpy(sampler.batch(batch)).to(device).permute(0, 3, 1, 2).float() / 255.0
+        if audio:
+            x = torch.from_numpy(sampler.batch(batch)).to(device)[:, None] * 0.5 + 0.5
+        else:
+            x = torch.from_numpy(sampler.batch(batch)).to(device).permute(0, 3, 1, 2).float() / 255.0
         q = torch.rand(batch, device=device) * (cfg.n_rates - 1)
         mse, bpp = model(x, q)
-        loss = (lam_of(q.cpu()).to(device) * 255**2 * mse + bpp).mean()
+        loss = (lam_of(q.cpu(), ladder).to(device) * 255**2 * mse + bpp).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(main_params, 1.0)
@@ -129,14 +144,14 @@ def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 1
         if step % save_every == 0 or step == steps:
             tmp = run / "checkpoint.tmp"
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
-                        "step": step, "config": cfg.to_dict()}, tmp)
+                        "step": step, "config": cfg.to_dict(), "recipe": recipe}, tmp)
             tmp.replace(ckpt)
             (run / "progress.json").write_text(json.dumps({"step": step, "steps": steps}))
     return model, step
 
 
 @torch.no_grad()
-def export(run: Path, out: Path, model_id: str = "walloc-image-v1", extra_card: dict | None = None) -> dict:
+def export(run: Path, out: Path, model_id: str | None = None, extra_card: dict | None = None) -> dict:
     """Checkpoint -> models/<id>.safetensors (fp32 nets + integer tables) and its JSON card."""
     from safetensors.torch import save_file
 
@@ -145,6 +160,7 @@ def export(run: Path, out: Path, model_id: str = "walloc-image-v1", extra_card: 
 
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     cfg = WallocConfig(**state["config"])
+    model_id = model_id or ("walloc-image-v1" if cfg.ndim == 2 else "walloc-audio-v1")
     model = Trainer(cfg)
     model.load_state_dict(state["model"])
     model.eval()
@@ -176,7 +192,8 @@ def export(run: Path, out: Path, model_id: str = "walloc-image-v1", extra_card: 
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     card.update({"id": model_id, "codec": "walloc", "media": "image" if cfg.ndim == 2 else "audio",
                  "file": weights.name, "sha256": sha256_file(weights), "config": cfg.to_dict(),
-                 "training": {"steps": int(state["step"]), "lambdas": list(LAMBDAS)}})
+                 "training": {"steps": int(state["step"]),
+                              "lambdas": list(LAMBDAS if cfg.ndim == 2 else LAMBDAS_AUDIO)}})
     card.update(extra_card or {})
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card
