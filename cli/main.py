@@ -214,10 +214,10 @@ def list_(as_json):
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["image", "audio"]))
+@click.argument("kind", type=click.Choice(["image", "audio", "video", "lossless"]))
 @click.option("--codecs", default=None,
-              help="Comma-separated codecs: ncodec ids and jpeg, webp, avif, jxl, j2k (images) or opus, mp3, aac "
-                   "(audio). Default: all.")
+              help="Comma-separated codecs: ncodec ids and jpeg, webp, avif, jxl, j2k (image), opus, mp3, aac "
+                   "(audio), png, webp-ll, jxl-ll (lossless). Default: all of the kind.")
 @click.option("--data", required=True, type=click.Path(), help="Folder of media files.")
 @click.option("--limit", type=int, default=None, help="Use the first N files only.")
 @click.option("--rates", default=None, help="Comma-separated rate settings overriding each codec's sweep.")
@@ -227,11 +227,12 @@ def list_(as_json):
 def bench(ctx, kind, codecs, data, limit, rates, out_dir, anchor):
     """Rate-distortion benchmark against classical codecs (resumable: per-item results are cached)."""
 
-    default_codecs = {"image": "walloc,jpeg,webp,avif,jxl,j2k", "audio": "walloc,opus,mp3,aac"}[kind]
-    anchor = anchor or {"image": "webp", "audio": "opus"}[kind]
+    default_codecs = {"image": "walloc,jpeg,webp,avif,jxl,j2k", "audio": "walloc,opus,mp3,aac",
+                      "video": "x264,x265,svtav1", "lossless": "png,webp-ll,jxl-ll"}[kind]
+    anchor = anchor or {"image": "webp", "audio": "opus", "video": "x264", "lossless": "png"}[kind]
 
     def work():
-        from ncodec.bench.run import run_audio, run_image
+        from ncodec.bench.run import run_audio, run_image, run_lossless, run_video
 
         names = [c.strip() for c in (codecs or default_codecs).split(",") if c.strip()]
         if anchor not in names:
@@ -239,20 +240,23 @@ def bench(ctx, kind, codecs, data, limit, rates, out_dir, anchor):
         rate_list = [float(r) for r in rates.split(",")] if rates else None
 
         def progress(i, n, row):
-            if kind == "image":
+            if kind == "lossless":
+                msg = f"{row['bpp']:.3f} bpp exact={row['exact']}"
+            elif kind in ("image", "video"):
                 msg = f"{row['bpp']:.3f} bpp {row['psnr']:.2f} dB"
             else:
                 msg = f"{row['kbps']:.2f} kbps SNR {row['snr']:.2f} dB"
             click.echo(f"[{i}/{n}] {row['codec']:<7} {row['item']:<14} rate {row['rate']:<6} {msg}", err=True)
 
         cmd = "ncodec " + " ".join(sys.argv[1:])
-        run = run_image if kind == "image" else run_audio
+        run = {"image": run_image, "audio": run_audio, "video": run_video, "lossless": run_lossless}[kind]
         return run(names, Path(data), Path(out_dir), limit, anchor, rate_list, progress, cmd)
 
     summary = _run(ctx, work)
-    from ncodec.bench.run import audio_markdown, markdown
+    from ncodec.bench.run import audio_markdown, lossless_markdown, markdown
 
-    click.echo(markdown(summary) if kind == "image" else audio_markdown(summary))
+    click.echo({"image": markdown, "audio": audio_markdown, "video": markdown,
+                "lossless": lossless_markdown}[kind](summary))
 
 
 @main.command()

@@ -65,3 +65,52 @@ def test_bench_end_to_end_two_images_and_resume(tmp_path, photo):
 def test_bench_empty_folder_clear_error(tmp_path):
     r = CliRunner().invoke(main, ["bench", "image", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
     assert r.exit_code == 3 and "no images" in r.output
+
+
+def test_bench_lossless_and_audio_small(tmp_path, photo):
+    import soundfile as sf
+    from PIL import Image
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.fromarray(photo).save(imgs / "a.png")
+    r = CliRunner().invoke(main, ["bench", "lossless", "--data", str(imgs), "--out", str(tmp_path / "ll")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "ll" / "results.json").read_text())["summary"]["codecs"]
+    assert all(e["all_exact"] for e in res.values()) and res["png"]["bpp"] > 0
+
+    speech = tmp_path / "aud" / "speech"
+    speech.mkdir(parents=True)
+    t = np.arange(16000) / 16000
+    sf.write(speech / "tone.wav", (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    r = CliRunner().invoke(main, ["bench", "audio", "--codecs", "walloc,opus", "--rates", "12,80",
+                                  "--data", str(tmp_path / "aud"), "--out", str(tmp_path / "ab")])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "ab" / "results.json").read_text())["rows"]
+    assert {r["codec"] for r in rows} == {"walloc", "opus"} and all(r["snr"] is not None for r in rows)
+
+
+def test_bench_video_small(tmp_path):
+    import av
+
+    vids = tmp_path / "vids"
+    vids.mkdir()
+    with av.open(str(vids / "clip.mp4"), "w") as out:
+        st = out.add_stream("libx264", rate=10)
+        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
+        for i in range(8):
+            y, x = np.mgrid[0:48, 0:64]
+            fr = np.stack([(x * 4 + i * 8) % 256, (y * 5) % 256, ((x + y) * 2) % 256], -1).astype(np.uint8)
+            vf = av.VideoFrame.from_ndarray(fr, format="rgb24")
+            vf.pts = i
+            for p in st.encode(vf):
+                out.mux(p)
+        for p in st.encode(None):
+            out.mux(p)
+    r = CliRunner().invoke(main, ["bench", "video", "--codecs", "x264,x265", "--rates", "20,35",
+                                  "--data", str(vids), "--out", str(tmp_path / "vo")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "vo" / "results.json").read_text())
+    assert len(res["rows"]) == 4 and all(row["decoded_frames"] == 8 for row in res["rows"])
+    lo, hi = sorted((row for row in res["rows"] if row["codec"] == "x264"), key=lambda row: row["rate"])
+    assert lo["bpp"] > hi["bpp"] and lo["psnr"] > hi["psnr"]

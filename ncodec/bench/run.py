@@ -303,3 +303,83 @@ def audio_markdown(summary: dict) -> str:
               "then averaged; kbps from whole files.", "",
               "Settings: " + "; ".join(f"{k}: {v}" for k, v in summary.get("settings", {}).items()), ""]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ lossless
+
+
+def run_lossless(codecs: list[str], data: Path, out: Path, limit: int | None = None, anchor: str = "png",
+                 rates=None, progress=None, command: str = "") -> dict:
+    from ..media import read_image
+    from . import lossless as lb
+
+    files = list_images(data, limit)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (c, f) in enumerate([(c, f) for f in files for c in codecs]):
+        row = {"codec": c, "item": f.name, "rate": 0}
+        row.update(lb.run_one(c, read_image(f)))
+        rows.append(row)
+        if progress:
+            progress(i + 1, len(files) * len(codecs), row)
+    summary = {"anchor": anchor, "codecs": {}, "data": str(data), "items": len(files), "command": command,
+               "settings": {c: lb.SETTINGS.get(c, "ncodec") for c in codecs}, "date": time.strftime("%Y-%m-%d")}
+    for c in codecs:
+        rs = [r for r in rows if r["codec"] == c]
+        px = sum(r["pixels"] for r in rs)
+        summary["codecs"][c] = {
+            "bpp": 8 * sum(r["bytes"] for r in rs) / px, "all_exact": all(r["exact"] for r in rs),
+            "encode_mp_s": px / 1e6 / sum(r["enc_s"] for r in rs), "decode_mp_s": px / 1e6 / sum(r["dec_s"] for r in rs)}
+    (out / "results.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        w.writerows(rows)
+    (out / "results.md").write_text(lossless_markdown(summary))
+    return summary
+
+
+def lossless_markdown(summary: dict) -> str:
+    lines = [f"Data: `{summary['data']}` ({summary['items']} images). Command: `{summary['command']}`", "",
+             "| codec | bits per pixel | exact | enc MP/s | dec MP/s |", "|---|---|---|---|---|"]
+    for c, e in summary["codecs"].items():
+        lines.append(f"| {c} | {e['bpp']:.3f} | {e['all_exact']} | {e['encode_mp_s']:.2f} | {e['decode_mp_s']:.2f} |")
+    lines += ["", "Settings: " + "; ".join(f"{k}: {v}" for k, v in summary["settings"].items()), ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ video
+
+VIDEO_EXT = {".mp4", ".mkv", ".y4m", ".avi", ".mov", ".webm", ".264", ".h264"}
+
+
+def run_video(codecs: list[str], data: Path, out: Path, limit: int | None = None, anchor: str = "x264",
+              rates: list[float] | None = None, progress=None, command: str = "", max_frames: int = 60) -> dict:
+    from . import video as vb
+
+    if not data.is_dir():
+        raise BadInput(f"benchmark data folder {data} does not exist")
+    files = sorted(p for p in data.iterdir() if p.suffix.lower() in VIDEO_EXT)[: limit or None]
+    if not files:
+        raise BadInput(f"no video files (.mp4 .y4m .mkv ...) in {data}")
+    for c in codecs:
+        if c not in vb.CODECS:
+            raise BadInput(f"unknown video codec {c!r}; known: {', '.join(vb.CODECS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    rows, k = [], 0
+    total = sum(len(rates or vb.CODECS[c][2]) for c in codecs) * len(files)
+    for f in files:
+        frames, fps = vb.read_frames(f, max_frames)
+        for c in codecs:
+            for r in rates or vb.CODECS[c][2]:
+                row = {"codec": c, "item": f.name, "rate": r, "ms_ssim": None}
+                row.update(vb.run_one(c, frames, fps, r))
+                rows.append(row)
+                k += 1
+                if progress:
+                    progress(k, total, row)
+    summary = summarise(rows, codecs, anchor)
+    summary.update({"data": str(data), "items": len(files), "command": command, "max_frames": max_frames,
+                    "settings": {c: vb.SETTINGS[c] for c in codecs}, "date": time.strftime("%Y-%m-%d")})
+    write_outputs(out, rows, summary)
+    return summary
