@@ -223,8 +223,10 @@ def list_(as_json):
 @click.option("--rates", default=None, help="Comma-separated rate settings overriding each codec's sweep.")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Output folder (results, plots, cache).")
 @click.option("--anchor", default=None, help="Anchor codec (default: webp for images, opus for audio).")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes (image kind: one image per task; other kinds run serially).")
 @click.pass_context
-def bench(ctx, kind, codecs, data, limit, rates, out_dir, anchor):
+def bench(ctx, kind, codecs, data, limit, rates, out_dir, anchor, jobs):
     """Rate-distortion benchmark against classical codecs (resumable: per-item results are cached)."""
 
     default_codecs = {"image": "walloc,jpeg,webp,avif,jxl,j2k", "audio": "walloc,opus,mp3,aac",
@@ -250,7 +252,7 @@ def bench(ctx, kind, codecs, data, limit, rates, out_dir, anchor):
 
         cmd = "ncodec " + " ".join(sys.argv[1:])
         run = {"image": run_image, "audio": run_audio, "video": run_video, "lossless": run_lossless}[kind]
-        return run(names, Path(data), Path(out_dir), limit, anchor, rate_list, progress, cmd)
+        return run(names, Path(data), Path(out_dir), limit, anchor, rate_list, progress, cmd, jobs)
 
     summary = _run(ctx, work)
     from ncodec.bench.run import audio_markdown, lossless_markdown, markdown

@@ -114,3 +114,21 @@ def test_bench_video_small(tmp_path):
     assert len(res["rows"]) == 4 and all(row["decoded_frames"] == 8 for row in res["rows"])
     lo, hi = sorted((row for row in res["rows"] if row["codec"] == "x264"), key=lambda row: row["rate"])
     assert lo["bpp"] > hi["bpp"] and lo["psnr"] > hi["psnr"]
+
+
+def test_bench_jobs_gives_the_same_rows(tmp_path, photo):
+    from PIL import Image
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    for i in range(3):
+        Image.fromarray(np.roll(photo, 11 * i, axis=0)).save(data / f"im{i}.png")
+    res = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out{jobs}"
+        r = CliRunner().invoke(main, ["bench", "image", "--codecs", "jpeg,webp", "--anchor", "jpeg", "--rates",
+                                      "30,70", "--data", str(data), "--out", str(out), "--jobs", jobs])
+        assert r.exit_code == 0, r.output
+        rows = json.loads((out / "results.json").read_text())["rows"]
+        res.append(sorted((x["codec"], x["item"], x["rate"], x["bytes"], x["psnr"]) for x in rows))
+    assert res[0] == res[1] and len(res[0]) == 12

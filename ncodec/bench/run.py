@@ -29,10 +29,32 @@ def list_images(folder: Path, limit: int | None) -> list[Path]:
     return files[:limit] if limit else files
 
 
-def run_image(codecs: list[str], data: Path, out: Path, limit: int | None = None, anchor: str = "webp",
-              rates: list[float] | None = None, progress=None, command: str = "") -> dict:
+def _image_file_jobs(item) -> list[dict]:
+    """All (codec, rate) runs of one image file (a unit of work for --jobs)."""
     from ..media import read_image
 
+    f, pairs = item
+    img = read_image(f)
+    rows = []
+    for c, r in sorted(pairs):
+        nbytes, dec, te, td = image_bench.run_one(c, img, r)
+        px = img.shape[0] * img.shape[1]
+        rows.append({"codec": c, "item": f.name, "rate": r, "bytes": nbytes, "bpp": 8 * nbytes / px,
+                     "psnr": psnr(img, dec), "ms_ssim": ms_ssim(img, dec), "enc_s": te, "dec_s": td, "pixels": px})
+    return rows
+
+
+def _record(cf, cache, row, done, total, progress) -> int:
+    cf.write(json.dumps(row) + "\n")
+    cf.flush()
+    cache[(row["codec"], row["item"], row["rate"])] = row
+    if progress:
+        progress(done + 1, total, row)
+    return done + 1
+
+
+def run_image(codecs: list[str], data: Path, out: Path, limit: int | None = None, anchor: str = "webp",
+              rates: list[float] | None = None, progress=None, command: str = "", jobs: int = 1) -> dict:
     for c in codecs:
         if not image_bench.available(c):
             raise BadInput(f"codec {c!r} is not available here (known: {', '.join(image_bench.CLASSICAL)} and "
@@ -48,25 +70,26 @@ def run_image(codecs: list[str], data: Path, out: Path, limit: int | None = None
                 cache[(r["codec"], r["item"], r["rate"])] = r
             except (ValueError, KeyError):
                 continue  # a torn last line from an interrupted run
-    jobs = [(c, f, r) for c in codecs for f in files for r in image_bench.rates_for(c, rates)]
-    todo = [j for j in jobs if (j[0], j[1].name, j[2]) not in cache]
+    planned = [(c, f, r) for c in codecs for f in files for r in image_bench.rates_for(c, rates)]
+    todo = [j for j in planned if (j[0], j[1].name, j[2]) not in cache]
+    by_file: dict[Path, list] = defaultdict(list)
+    for c, f, r in todo:
+        by_file[f].append((c, r))
     done = 0
     with open(cache_path, "a") as cf:
-        last_file, img = None, None
-        for c, f, r in sorted(todo, key=lambda j: (j[1].name, j[0], j[2])):
-            if f != last_file:
-                img, last_file = read_image(f), f
-            nbytes, dec, te, td = image_bench.run_one(c, img, r)
-            px = img.shape[0] * img.shape[1]
-            row = {"codec": c, "item": f.name, "rate": r, "bytes": nbytes, "bpp": 8 * nbytes / px,
-                   "psnr": psnr(img, dec), "ms_ssim": ms_ssim(img, dec), "enc_s": te, "dec_s": td, "pixels": px}
-            cf.write(json.dumps(row) + "\n")
-            cf.flush()
-            cache[(c, f.name, r)] = row
-            done += 1
-            if progress:
-                progress(done, len(todo), row)
-    rows = [cache[(c, f.name, r)] for c, f, r in jobs]
+        if jobs > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(jobs) as ex:
+                results = ex.map(_image_file_jobs, list(by_file.items()))
+                for file_rows in results:
+                    for row in file_rows:
+                        done = _record(cf, cache, row, done, len(todo), progress)
+        else:
+            for item in sorted(by_file.items()):
+                for row in _image_file_jobs(item):
+                    done = _record(cf, cache, row, done, len(todo), progress)
+    rows = [cache[(c, f.name, r)] for c, f, r in planned]
     summary = summarise(rows, codecs, anchor)
     summary["settings"] = {c: image_bench.SETTINGS.get(c, "ncodec, bpp from the .nc file") for c in codecs}
     summary["data"] = str(data)
@@ -210,7 +233,7 @@ def list_audio(folder: Path, limit: int | None) -> list[Path]:
 
 
 def run_audio(codecs: list[str], data: Path, out: Path, limit: int | None = None, anchor: str = "opus",
-              rates: list[float] | None = None, progress=None, command: str = "") -> dict:
+              rates: list[float] | None = None, progress=None, command: str = "", jobs: int = 1) -> dict:
     import soundfile as sf
 
     from . import audio as ab
@@ -309,7 +332,7 @@ def audio_markdown(summary: dict) -> str:
 
 
 def run_lossless(codecs: list[str], data: Path, out: Path, limit: int | None = None, anchor: str = "png",
-                 rates=None, progress=None, command: str = "") -> dict:
+                 rates=None, progress=None, command: str = "", jobs: int = 1) -> dict:
     from ..media import read_image
     from . import lossless as lb
 
@@ -354,7 +377,8 @@ VIDEO_EXT = {".mp4", ".mkv", ".y4m", ".avi", ".mov", ".webm", ".264", ".h264"}
 
 
 def run_video(codecs: list[str], data: Path, out: Path, limit: int | None = None, anchor: str = "x264",
-              rates: list[float] | None = None, progress=None, command: str = "", max_frames: int = 60) -> dict:
+              rates: list[float] | None = None, progress=None, command: str = "", jobs: int = 1,
+              max_frames: int = 60) -> dict:
     from . import video as vb
 
     if not data.is_dir():
