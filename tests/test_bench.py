@@ -60,6 +60,13 @@ def test_bench_end_to_end_two_images_and_resume(tmp_path, photo):
     # resume: everything cached, nothing re-run
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0 and "[1/" not in r.output
+    # rows measured with other weights are measured again
+    cache = out / "cache.jsonl"
+    lines = [json.loads(x) for x in cache.read_text().splitlines()]
+    cache.write_text("".join(json.dumps(dict(x, model="stale") if x["codec"] == "walloc" else x) + "\n"
+                             for x in lines))
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and "[6/6]" in r.output
 
 
 def test_bench_empty_folder_clear_error(tmp_path):

@@ -29,18 +29,41 @@ def list_images(folder: Path, limit: int | None) -> list[Path]:
     return files[:limit] if limit else files
 
 
+def _model_tags(codecs: list[str], media: str) -> dict[str, str]:
+    """Learned codecs: the SHA-256 prefix of the installed model, so cached rows of older weights are redone."""
+    from .. import zoo
+    from ..registry import CODEC_MODULES
+
+    return {c: zoo.find(c, media).sha256[:16] for c in codecs if c in CODEC_MODULES}
+
+
+def _load_cache(path: Path, tags: dict[str, str]) -> dict:
+    cache = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+                if r["codec"] in tags and r.get("model") != tags[r["codec"]]:
+                    continue  # measured with other weights
+                cache[(r["codec"], r["item"], r["rate"])] = r
+            except (ValueError, KeyError):
+                continue  # a torn last line from an interrupted run
+    return cache
+
+
 def _image_file_jobs(item) -> list[dict]:
     """All (codec, rate) runs of one image file (a unit of work for --jobs)."""
     from ..media import read_image
 
-    f, pairs = item
+    f, pairs, tags = item
     img = read_image(f)
     rows = []
     for c, r in sorted(pairs):
         nbytes, dec, te, td = image_bench.run_one(c, img, r)
         px = img.shape[0] * img.shape[1]
         rows.append({"codec": c, "item": f.name, "rate": r, "bytes": nbytes, "bpp": 8 * nbytes / px,
-                     "psnr": psnr(img, dec), "ms_ssim": ms_ssim(img, dec), "enc_s": te, "dec_s": td, "pixels": px})
+                     "psnr": psnr(img, dec), "ms_ssim": ms_ssim(img, dec), "enc_s": te, "dec_s": td, "pixels": px,
+                     "model": tags.get(c)})
     return rows
 
 
@@ -61,15 +84,9 @@ def run_image(codecs: list[str], data: Path, out: Path, limit: int | None = None
                            f"the registered ncodec codecs)")
     files = list_images(data, limit)
     out.mkdir(parents=True, exist_ok=True)
+    tags = _model_tags(codecs, "image")
+    cache = _load_cache(out / "cache.jsonl", tags)
     cache_path = out / "cache.jsonl"
-    cache = {}
-    if cache_path.exists():
-        for line in cache_path.read_text().splitlines():
-            try:
-                r = json.loads(line)
-                cache[(r["codec"], r["item"], r["rate"])] = r
-            except (ValueError, KeyError):
-                continue  # a torn last line from an interrupted run
     planned = [(c, f, r) for c in codecs for f in files for r in image_bench.rates_for(c, rates)]
     todo = [j for j in planned if (j[0], j[1].name, j[2]) not in cache]
     by_file: dict[Path, list] = defaultdict(list)
@@ -81,13 +98,13 @@ def run_image(codecs: list[str], data: Path, out: Path, limit: int | None = None
             from concurrent.futures import ProcessPoolExecutor
 
             with ProcessPoolExecutor(jobs) as ex:
-                results = ex.map(_image_file_jobs, list(by_file.items()))
+                results = ex.map(_image_file_jobs, [(f, p, tags) for f, p in by_file.items()])
                 for file_rows in results:
                     for row in file_rows:
                         done = _record(cf, cache, row, done, len(todo), progress)
         else:
-            for item in sorted(by_file.items()):
-                for row in _image_file_jobs(item):
+            for f, p in sorted(by_file.items()):
+                for row in _image_file_jobs((f, p, tags)):
                     done = _record(cf, cache, row, done, len(todo), progress)
     rows = [cache[(c, f.name, r)] for c, f, r in planned]
     summary = summarise(rows, codecs, anchor)
@@ -241,14 +258,8 @@ def run_audio(codecs: list[str], data: Path, out: Path, limit: int | None = None
     files = list_audio(data, limit)
     out.mkdir(parents=True, exist_ok=True)
     cache_path = out / "cache.jsonl"
-    cache = {}
-    if cache_path.exists():
-        for line in cache_path.read_text().splitlines():
-            try:
-                r = json.loads(line)
-                cache[(r["codec"], r["item"], r["rate"])] = r
-            except (ValueError, KeyError):
-                continue
+    tags = _model_tags([c for c in codecs if c not in ab.CLASSICAL], "audio")
+    cache = _load_cache(cache_path, tags)
     names = {f: str(f.relative_to(data)) for f in files}
     jobs = [(c, f, r) for c in codecs for f in files
             for r in (rates or (ab.CLASSICAL[c][3] if c in ab.CLASSICAL else ab.LEARNED_RATES))]
@@ -257,7 +268,7 @@ def run_audio(codecs: list[str], data: Path, out: Path, limit: int | None = None
         for i, (c, f, r) in enumerate(sorted(todo, key=lambda j: (str(j[1]), j[0], j[2]))):
             sig, sr = sf.read(f, dtype="float32", always_2d=True)
             speech = "speech" in f.parts
-            row = {"codec": c, "item": names[f], "rate": r, "sample_rate": sr, "speech": speech}
+            row = {"codec": c, "item": names[f], "rate": r, "sample_rate": sr, "speech": speech, "model": tags.get(c)}
             row.update(ab.run_one(c, sig, sr, r, speech))
             cf.write(json.dumps(row) + "\n")
             cf.flush()
