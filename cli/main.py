@@ -61,7 +61,7 @@ def _check_output(ctx, out: str, force: bool, inputs: list[str]) -> None:
     if p.exists() and not force:
         click.echo(f"ncodec: error: {out} exists; use --force to overwrite it", err=True)
         ctx.exit(EXIT_EXISTS)
-    if not p.parent.is_dir() and not p.suffix == "":
+    if not p.parent.is_dir():
         click.echo(f"ncodec: error: folder {p.parent} does not exist", err=True)
         ctx.exit(EXIT_BAD_INPUT)
 

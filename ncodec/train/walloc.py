@@ -20,7 +20,7 @@ from ..codecs.walloc_net import WallocConfig, WallocNet
 
 LAMBDAS = (0.0018, 0.00385, 0.0082, 0.0175, 0.0374, 0.08)  # images: x in [0, 1], loss lambda*255^2*MSE + bpp
 # audio: signal mapped to [0, 1] (x/2 + 0.5), loss lambda*255^2*MSE + bits per sample
-LAMBDAS_AUDIO = (0.5, 1.8, 6.3, 22.0, 80.0, 300.0)
+LAMBDAS_AUDIO = (0.03, 0.12, 0.48, 1.9, 7.5, 30.0)
 RECIPES = {"walloc-image": ({}, LAMBDAS), "walloc-audio": (None, LAMBDAS_AUDIO)}
 
 
