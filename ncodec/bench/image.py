@@ -20,12 +20,12 @@ CLASSICAL = {
     "avif": ("AVIF", "quality", [5, 10, 20, 30, 40, 50, 60, 70, 80, 90], {"subsampling": "4:4:4", "speed": 6}),
     "jxl": ("JXL", "quality", [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95], {}),
     "j2k": ("JPEG2000", "bpp", [0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0],
-            {"irreversible": True, "quality_mode": "rates"}),
+            {"irreversible": True, "quality_mode": "rates", "mct": 1}),
 }
 LEARNED_RATES = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
 SETTINGS = {
     "jpeg": "Pillow libjpeg, 4:2:0", "webp": "Pillow libwebp, method 6", "avif": "Pillow libavif, 4:4:4, speed 6",
-    "jxl": "pillow-jxl-plugin defaults (perceptual tuning)", "j2k": "Pillow OpenJPEG, 9/7 irreversible, rate mode",
+    "jxl": "pillow-jxl-plugin defaults (perceptual tuning)", "j2k": "Pillow OpenJPEG, 9/7 irreversible, colour transform (mct=1), rate mode",
 }
 
 

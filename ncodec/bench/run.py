@@ -174,8 +174,9 @@ def summarise(rows: list[dict], codecs: list[str], anchor: str) -> dict:
 
 def write_outputs(out: Path, rows: list[dict], summary: dict) -> None:
     (out / "results.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
+    keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w = csv.DictWriter(f, fieldnames=keys, restval="")
         w.writeheader()
         w.writerows(rows)
     (out / "results.md").write_text(markdown(summary))
