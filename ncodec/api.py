@@ -125,10 +125,48 @@ def encode(src, codec: str | None = None, quality: float | None = None, bpp: flo
     codec_id = codec or DEFAULTS.get(media)
     if codec_id is None:
         raise BadInput(f"no codec for {media}")
-    enc = _codec(codec_id).encode(arr, media, Rate(quality, bpp, bitrate))
-    meta = dict(meta or {})
-    meta.update({k: v for k, v in enc.achieved.items() if k != "bpp"})
-    return container.write(enc.header, enc.units, meta=meta or None, name=name)
+    cdc = _codec(codec_id)
+
+    def final(rate: Rate) -> bytes:
+        enc = cdc.encode(arr, media, rate)
+        extra = dict(meta or {})
+        extra.update(enc.achieved)
+        return container.write(enc.header, enc.units, meta=extra or None, name=name)
+
+    target = bpp if bpp is not None else bitrate
+    if target is None or not getattr(cdc, "quality_search", False):
+        return final(Rate(quality, bpp, bitrate))
+    return _search_quality(final, target, "bpp" if bpp is not None else "kbps")
+
+
+def _rate_of(blob: bytes, unit: str) -> float:
+    h = container.read_header(blob)
+    if unit == "bpp":
+        return 8 * len(blob) / (h.shape[0] * h.shape[1])
+    return 8 * len(blob) / (h.shape[0] / h.rate_num) / 1000
+
+
+def _search_quality(final, target: float, unit: str) -> bytes:
+    """Largest quality (0..100) whose whole file, header and metadata included, fits ``target``."""
+    from .codecs.base import Rate
+
+    if not target > 0:
+        raise BadInput(f"target {unit} must be > 0, got {target}")
+    lo = final(Rate(quality=0.0))
+    if _rate_of(lo, unit) > target:
+        raise BadInput(f"even the lowest quality needs {_rate_of(lo, unit):.4g} {unit}, above the target {target}")
+    hi = final(Rate(quality=100.0))
+    if _rate_of(hi, unit) <= target:
+        return hi
+    qlo, qhi, best = 0.0, 100.0, lo
+    for _ in range(8):
+        mid = (qlo + qhi) / 2
+        blob = final(Rate(quality=mid))
+        if _rate_of(blob, unit) <= target:
+            qlo, best = mid, blob
+        else:
+            qhi = mid
+    return best
 
 
 def _head(path) -> bytes:

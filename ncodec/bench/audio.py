@@ -17,7 +17,7 @@ CLASSICAL = {
     "mp3": ("mp3", "libmp3lame", None, [32, 48, 64, 96, 128]),
     "aac": ("adts", "aac", None, [24, 32, 48, 64, 96, 128]),
 }
-LEARNED_RATES = [0, 20, 40, 60, 80, 100]
+LEARNED_RATES = [0, 25, 50, 75, 100]
 SETTINGS = {"opus": "PyAV libopus (Ogg), 48 kHz, bit_rate = target", "mp3": "PyAV libmp3lame, bit_rate = target",
             "aac": "PyAV FFmpeg aac (ADTS), bit_rate = target"}
 

@@ -124,6 +124,7 @@ class WallocCodec(Codec):
     version = 1
     media = ("image", "audio")
     default_quality = 50.0
+    quality_search = True  # --bpp / --bitrate: ncodec.api searches the quality on the final file size
 
     def __init__(self):
         self._models: dict[str, WallocModel] = {}
@@ -162,9 +163,9 @@ class WallocCodec(Codec):
 
         if rate.kbps is not None:
             raise BadInput("--bitrate is for audio; use --quality or --bpp for images")
-        if rate.bpp is None:
-            return build(self._quality(rate))
-        return _search_bpp(build, rate.bpp, h * w)
+        if rate.bpp is not None:
+            raise BadInput("walloc encodes at a quality; ncodec.encode(bpp=...) searches it")
+        return build(self._quality(rate))
 
     def _quality(self, rate: Rate) -> float:
         q = self.default_quality if rate.quality is None else rate.quality
@@ -226,13 +227,9 @@ class WallocCodec(Codec):
 
         if rate.bpp is not None:
             raise BadInput("--bpp is for images; use --quality or --bitrate for audio")
-        if rate.kbps is None:
-            return build(self._quality(rate))
-        if rate.kbps <= 0:
-            raise BadInput(f"bitrate must be > 0 kbit/s, got {rate.kbps}")
-        best = _search_bpp(build, rate.kbps * 1000 / src.rate, src.frames)  # bits per frame
-        best.achieved["kbps"] = best.achieved.pop("bpp") * src.rate / 1000
-        return best
+        if rate.kbps is not None:
+            raise BadInput("walloc encodes at a quality; ncodec.encode(bitrate=...) searches it")
+        return build(self._quality(rate))
 
     def decode_segments(self, header: Header, units: list[Unit]):
         """Yield (first frame, float32 block) per unit, in file order; memory bounded by one segment."""
@@ -275,33 +272,3 @@ class WallocCodec(Codec):
 def _unit_lengths(key, stride):
     _, _, th, tw = key
     return (th + (-th) % stride, tw + (-tw) % stride)
-
-
-def _search_bpp(build, target: float, pixels: int) -> Encoded:
-    """Largest quality whose file fits ``target`` bpp (whole file counted); the lowest quality if none does."""
-    from ..container import write
-
-    def bpp(e: Encoded) -> float:
-        return 8 * len(write(e.header, e.units)) / pixels
-
-    if target <= 0:
-        raise BadInput(f"target bpp must be > 0, got {target}")
-    lo, hi = 0.0, 100.0
-    best = build(lo)
-    if bpp(best) > target:
-        best.achieved["bpp"] = bpp(best)
-        best.achieved["note"] = "target below the lowest rate; used quality 0"
-        return best
-    top = build(hi)
-    if bpp(top) <= target:
-        best = top
-    else:
-        for _ in range(8):
-            mid = (lo + hi) / 2
-            e = build(mid)
-            if bpp(e) <= target:
-                lo, best = mid, e
-            else:
-                hi = mid
-    best.achieved["bpp"] = bpp(best)
-    return best
