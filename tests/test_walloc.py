@@ -89,9 +89,11 @@ def test_fixed_point_entropy_nets_are_exact_integer_arithmetic():
     assert torch.equal(mu, torch.round(mu)) and torch.equal(t, torch.round(t))
     idx = model.fixed.scale_index(t)
     assert idx.min() >= 0 and idx.max() < model.cfg.n_scales
-    # and close to the float network it was rounded from
-    mu_f, t_f = model.net.hyper_synthesis(z.float())
-    assert (mu.float() / 256 - mu_f).abs().max() < 0.1
+    # and close to the float network it was rounded from (weights to 2**-12, activations to 2**-8)
+    with torch.no_grad():
+        mu_f, t_f = model.net.hyper_synthesis(z.float())
+    err = (mu.float() / 256 - mu_f).abs()
+    assert err.max() < 0.01 * mu_f.abs().max() + 0.1 and err.mean() < 0.02
 
 
 def test_wrong_weights_hash_names_the_model(photo):

@@ -296,7 +296,9 @@ def run_audio(codecs: list[str], data: Path, out: Path, limit: int | None = None
                 for m in AUDIO_METRICS:
                     v = [quality_at_rate([r["kbps"] for r in per[i]], [r.get(m) if r.get(m) is not None else np.nan
                                                                       for r in per[i]], t) for i in items]
-                    vals[m] = (float(np.mean(v)) if v and None not in v and not np.any(np.isnan(v)) else None)
+                    ok = [x for x in v if x is not None and not np.isnan(x)]
+                    vals[m] = float(np.mean(ok)) if ok else None
+                    vals["files"] = len(ok) if m == "snr" else vals.get("files")
                 g["at_kbps"][str(t)] = vals
             g["kbps_range"] = [float(min(r["kbps"] for i in items for r in per[i])),
                                float(max(r["kbps"] for i in items for r in per[i]))]
@@ -322,8 +324,8 @@ def audio_markdown(summary: dict) -> str:
 
     lines = [f"Data: `{summary['data']}` ({summary['items']} files). Command: `{summary['command']}`", ""]
     for group in ("speech", "music"):
-        lines += [f"### {group}", "", "| codec | kbps | SNR dB | SI-SDR dB | mel dist | PESQ-WB | STOI |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [f"### {group}", "", "| codec | kbps | files | SNR dB | SI-SDR dB | mel dist | PESQ-WB | STOI |",
+                  "|---|---|---|---|---|---|---|---|"]
         for c, e in summary["codecs"].items():
             g = e.get(group)
             if not g:
@@ -331,11 +333,11 @@ def audio_markdown(summary: dict) -> str:
             for t, v in g["at_kbps"].items():
                 if all(x is None for x in v.values()):
                     continue
-                lines.append(f"| {c} | {t} | {f(v['snr'])} | {f(v['si_sdr'])} | {f(v['mel'], 3)} | "
+                lines.append(f"| {c} | {t} | {v.get('files')} | {f(v['snr'])} | {f(v['si_sdr'])} | {f(v['mel'], 3)} | "
                              f"{f(v['pesq_wb'])} | {f(v['stoi'], 3)} |")
         lines.append("")
-    lines += ["Metrics interpolated per file over log-kbps at each listed rate (only inside the measured range), "
-              "then averaged; kbps from whole files.", "",
+    lines += ["Metrics interpolated per file over log-kbps at each listed rate, averaged over the files whose "
+              "measured range covers that rate (`files`); kbps from whole files.", "",
               "Settings: " + "; ".join(f"{k}: {v}" for k, v in summary.get("settings", {}).items()), ""]
     return "\n".join(lines)
 
