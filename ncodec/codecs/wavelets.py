@@ -16,12 +16,11 @@ _BETA = -0.052980118572961
 _GAMMA = 0.882911075530934
 _DELTA = 0.443506852043971
 _K = 1.230174104914001
-# K-scaling of the standard factorisation, times sqrt(2) so the low band has DC gain sqrt(2) per level
-# (near-orthonormal: coefficient energy roughly equals signal energy).
-# Gains fixed so that a constant signal gives low band = sqrt(2) * value and the high band has the standard K
-# normalisation; measured once in float64 below so the numbers are not hand-derived.
+# Band gains: the high band gets the standard 1/K; the low band's gain is measured once in float64 below so that
+# a constant signal c gives a low band of sqrt(2)*c (near-orthonormal: coefficient energy ~ signal energy).
 _LOWGAIN = 1.0
 _HIGHGAIN = 1.0 / _K
+
 
 def _even_odd(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.movedim(dim, -1)
