@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import container
-from .errors import BadInput, CorruptFile
+from .errors import BadInput
 from .registry import DEFAULTS, get_codec_class
 
 _CODECS: dict[str, object] = {}

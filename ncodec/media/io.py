@@ -51,18 +51,6 @@ def write_image(dest: str | Path, arr: np.ndarray, fmt: str | None = None) -> No
     Image.fromarray(np.ascontiguousarray(arr)).save(dest, format=fmt)
 
 
-def read_audio(src: str | Path | bytes) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    try:
-        data, rate = sf.read(io.BytesIO(src) if isinstance(src, bytes) else src, dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises its own LibsndfileError / RuntimeError
-        raise BadInput(f"cannot read audio: {exc}") from None
-    if data.size == 0:
-        raise BadInput("audio file has no samples")
-    return data, int(rate)
-
-
 def write_audio(dest, data: np.ndarray, rate: int, fmt: str | None = None) -> None:
     import soundfile as sf
 
