@@ -21,6 +21,8 @@ def _exit_code(exc: BaseException) -> int:
 
     if isinstance(exc, errors.ModelMismatch):
         return EXIT_MODEL
+    if isinstance(exc, FileExistsError):
+        return EXIT_EXISTS
     if isinstance(exc, errors.UnsupportedVersion):
         return EXIT_VERSION
     if isinstance(exc, errors.UnknownCodec):
@@ -107,20 +109,33 @@ def main(ctx, debug):
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.pass_context
 def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force):
-    """Encode a media file (image or audio; '-' reads stdin) into a .nc file."""
+    """Encode a media file (image or audio; '-' reads stdin) into a .nc file.
+
+    Several images (same kind and size) go into one multi-item file with a multi-item codec, e.g.
+    `ncodec encode --codec pc digits/*.png -o digits.nc`; `ncodec decode digits.nc -o DIR` restores them.
+    """
     if sum(v is not None for v in (quality, bpp, bitrate)) > 1:
         raise click.UsageError("give at most one of --quality, --bpp and --bitrate")
-    if len(inputs) > 1:
-        raise click.UsageError("several inputs in one file need a multi-item codec; none is installed yet")
+    if len(inputs) > 1 and "-" in inputs:
+        raise click.UsageError("'-' (stdin) cannot be combined with other inputs")
+    if len(inputs) > 1 and codec is None:
+        raise click.UsageError("several inputs go into one multi-item file: name a multi-item codec (--codec pc)")
+    if len(inputs) > 1 and any(v is not None for v in (quality, bpp, bitrate)):
+        raise click.UsageError("multi-item files are lossless: --quality/--bpp/--bitrate do not apply")
     _check_output(ctx, output, force, list(inputs))
     src = inputs[0]
 
     def work():
         import ncodec
 
+        for i in inputs:
+            if i != "-" and not Path(i).is_file():
+                raise FileNotFoundError(f"input {i} does not exist or is not a file")
+        if len(inputs) > 1:
+            blob = ncodec.encode_items(list(inputs), codec=codec)
+            _atomic_write(output, lambda f: f.write(blob))
+            return blob
         data = sys.stdin.buffer.read() if src == "-" else src
-        if src != "-" and not Path(src).is_file():
-            raise FileNotFoundError(f"input {src} does not exist or is not a file")
         blob = ncodec.encode(data, codec=codec, quality=quality, bpp=bpp, bitrate=bitrate)
         _atomic_write(output, lambda f: f.write(blob))
         return blob
@@ -131,7 +146,8 @@ def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force):
 
         inf = ncodec.info(blob)
         rate = f"{inf.bpp:.4f} bpp" if inf.bpp is not None else f"{inf.kbps:.2f} kbps"
-        click.echo(f"{output}: {len(blob)} bytes, {rate}, {inf.codec} {inf.rate_kind} {inf.rate_value:.2f}",
+        items = f", {inf.items} items" if inf.items > 1 else ""
+        click.echo(f"{output}: {len(blob)} bytes{items}, {rate}, {inf.codec} {inf.rate_kind} {inf.rate_value:.2f}",
                    err=True)
 
 
@@ -144,10 +160,12 @@ _AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 @click.option("-o", "--output", required=True, help="Output file (.png .wav .flac ...; '-' for stdout).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--lenient", is_flag=True, help="Decode around damaged units instead of failing.")
+@click.option("--item", "item", type=int, default=None,
+              help="Multi-item files: decode only this item (0-based) into OUTPUT.")
 @click.pass_context
-def decode(ctx, input, output, force, lenient):
-    """Decode a .nc file ('-' reads stdin)."""
-    _check_output(ctx, output, force, [input])
+def decode(ctx, input, output, force, lenient, item):
+    """Decode a .nc file ('-' reads stdin). A multi-item file decodes into the folder OUTPUT, one file per
+    item under its stored name (or one item with --item)."""
 
     def work():
         import ncodec
@@ -155,7 +173,20 @@ def decode(ctx, input, output, force, lenient):
 
         data = sys.stdin.buffer.read() if input == "-" else input
         head = api._read_bytes(data)
-        inf_media = container.read_header(head).media.name.lower()
+        header = container.read_header(head)
+        if header.items > 1 and item is None:
+            return _decode_set(head, output, force, lenient)
+        _check_output(ctx, output, force, [input])
+        if item is not None:
+            (_, arr), = ncodec.decode_items(head, [item], strict=not lenient)
+            from ncodec.media import write_image
+
+            ext = Path(output).suffix.lower() if output != "-" else ".png"
+            if ext not in _IMAGE_FORMATS:
+                raise ncodec.BadInput(f"cannot write an image as {ext or 'no extension'}")
+            _atomic_write(output, lambda f: write_image(f, arr, _IMAGE_FORMATS[ext]))
+            return
+        inf_media = header.media.name.lower()
         ext = Path(output).suffix.lower() if output != "-" else ""
         if inf_media == "image":
             fmt = _IMAGE_FORMATS.get(ext, "PNG" if output == "-" else None)
@@ -169,6 +200,43 @@ def decode(ctx, input, output, force, lenient):
         _atomic_write(output, lambda f: api.decode_to(head, f, fmt, strict=not lenient))
 
     _run(ctx, work)
+
+
+def _safe_item_name(name: str, index: int, used: set) -> str:
+    """A file name for a stored item name: base name only (never a path), an image extension, unique."""
+    base = Path(name.replace("\\", "/")).name.strip()
+    if base in ("", ".", "..") or base.startswith("."):
+        base = f"item{index:05d}"
+    if Path(base).suffix.lower() not in _IMAGE_FORMATS:
+        base += ".png"
+    out, k = base, 1
+    while out in used:
+        out = f"{Path(base).stem}-{k}{Path(base).suffix}"
+        k += 1
+    used.add(out)
+    return out
+
+
+def _decode_set(head: bytes, folder: str, force: bool, lenient: bool) -> None:
+    """All items of a multi-item file into ``folder`` (created if missing); no partial files on failure."""
+    import ncodec
+    from ncodec.media import write_image
+
+    if folder == "-":
+        raise ncodec.BadInput("a multi-item file decodes into a folder, not stdout (or pick one with --item)")
+    items = ncodec.decode_items(head, strict=not lenient)
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise ncodec.BadInput(f"{folder} exists and is not a folder; a multi-item file decodes into a folder")
+    used: set = set()
+    targets = [(out / _safe_item_name(n, i, used), a) for i, (n, a) in enumerate(items)]
+    clash = [str(t) for t, _ in targets if t.exists()]
+    if clash and not force:
+        raise FileExistsError(f"{clash[0]} exists; use --force to overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    for path, arr in targets:
+        _atomic_write(str(path), lambda f, a=arr, p=path: write_image(f, a, _IMAGE_FORMATS[p.suffix.lower()]))
+    click.echo(f"{len(targets)} items written to {folder}", err=True)
 
 
 @main.command()
@@ -188,6 +256,8 @@ def info(ctx, input, as_json):
         click.echo(json.dumps(inf.to_dict(), indent=2))
         return
     for k, v in inf.to_dict().items():
+        if k == "names" and v:
+            v = ", ".join(v[:3]) + (f", ... ({len(v)} names)" if len(v) > 3 else "")
         if v not in (None, {}, ""):
             click.echo(f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}")
 
@@ -214,24 +284,45 @@ def list_(as_json):
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["image", "audio", "video", "lossless"]))
+@click.argument("kind", type=click.Choice(["image", "audio", "video", "lossless", "digits"]))
 @click.option("--codecs", default=None,
               help="Comma-separated codecs: ncodec ids and jpeg, webp, avif, jxl, j2k (image), opus, mp3, aac "
-                   "(audio), png, webp-ll, jxl-ll (lossless). Default: all of the kind.")
+                   "(audio), png, webp-ll, jxl-ll (lossless, digits). Default: all of the kind.")
 @click.option("--data", required=True, type=click.Path(), help="Folder of media files.")
-@click.option("--limit", type=int, default=None, help="Use the first N files only.")
+@click.option("--limit", type=int, default=None, help="Use the first N files only (digits: N digits, default 200).")
+@click.option("--first", type=int, default=8000, show_default=True,
+              help="digits: index of the first MNIST test image (0..7999 train the shipped model).")
 @click.option("--rates", default=None, help="Comma-separated rate settings overriding each codec's sweep.")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Output folder (results, plots, cache).")
 @click.option("--anchor", default=None, help="Anchor codec (default: webp for images, opus for audio).")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Worker processes (image kind: one image per task; other kinds run serially).")
 @click.pass_context
-def bench(ctx, kind, codecs, data, limit, rates, out_dir, anchor, jobs):
-    """Rate-distortion benchmark against classical codecs (resumable: per-item results are cached)."""
+def bench(ctx, kind, codecs, data, limit, first, rates, out_dir, anchor, jobs):
+    """Rate-distortion benchmark against classical codecs (resumable: per-item results are cached).
+
+    `digits` stores MNIST test digits (--data: the folder of t10k-images-idx3-ubyte.gz) with pc as one
+    multi-item file and with PNG / WebP / JPEG XL lossless one file per digit and as one tiled image.
+    """
 
     default_codecs = {"image": "walloc,jpeg,webp,avif,jxl,j2k", "audio": "walloc,opus,mp3,aac",
-                      "video": "x264,x265,svtav1", "lossless": "png,webp-ll,jxl-ll"}[kind]
-    anchor = anchor or {"image": "webp", "audio": "opus", "video": "x264", "lossless": "png"}[kind]
+                      "video": "x264,x265,svtav1", "lossless": "png,webp-ll,jxl-ll",
+                      "digits": "pc,png,webp-ll,jxl-ll"}[kind]
+    anchor = anchor or {"image": "webp", "audio": "opus", "video": "x264", "lossless": "png", "digits": "png"}[kind]
+    if kind == "digits":
+        def digits_work():
+            from ncodec.bench.digits import run_digits
+
+            names = [c.strip() for c in (codecs or default_codecs).split(",") if c.strip()]
+            return run_digits(names, Path(data), Path(out_dir), first, limit or 200, "ncodec " + " ".join(sys.argv[1:]),
+                              lambda i, n, r: click.echo(f"[{i}/{n}] {r['codec']}: {r['bits_per_dim']:.3f} bits/dim "
+                                                         f"exact={r['exact']}", err=True))
+
+        summary = _run(ctx, digits_work)
+        from ncodec.bench.digits import digits_markdown
+
+        click.echo(digits_markdown(summary))
+        return
 
     def work():
         from ncodec.bench.run import run_audio, run_image, run_lossless, run_video
@@ -262,26 +353,40 @@ def bench(ctx, kind, codecs, data, limit, rates, out_dir, anchor, jobs):
 
 
 @main.command()
-@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio"]))
+@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "pc-digits"]))
 @click.option("--run", "run_dir", default=None, help="Checkpoint folder (default: runs/RECIPE).")
-@click.option("--steps", default=20000, show_default=True)
+@click.option("--steps", default=None, type=int,
+              help="Training steps (walloc, default 20000) or EM passes (pc, default 7).")
+@click.option("--hidden", default=16, show_default=True, help="pc: hidden states per pixel.")
 @click.option("--data", default=None, help="Corpus folder (default: $NCODEC_CORPUS or ../shared/corpus).")
 @click.option("--batch", default=None, type=int, help="Batch size (default: 8 images, 16 audio crops).")
 @click.option("--crop", default=None, type=int, help="Crop size (default: 128 px images, 16384 samples audio).")
 @click.option("--lr", default=3e-4, show_default=True)
+@click.option("--ste-after", default=None, type=int,
+              help="walloc: step from which the rate term uses rounded symbols instead of noise (default: never).")
 @click.option("--export", "export_to", default=None, help="After training, write weights + card here.")
 @click.pass_context
-def train(ctx, recipe, run_dir, steps, data, batch, crop, lr, export_to):
+def train(ctx, recipe, run_dir, steps, hidden, data, batch, crop, lr, ste_after, export_to):
     """Train (or resume) a model recipe; checkpoints go to --run."""
 
     run_dir = run_dir or f"runs/{recipe}"
 
     def work():
+        if recipe == "pc-digits":
+            from ncodec.train import pc
+
+            pc.train(Path(run_dir), steps or 7, data, hidden=hidden, batch=batch or 250,
+                     log=lambda m: click.echo(m, err=True))
+            if export_to:
+                card = pc.export(Path(run_dir), Path(export_to))
+                click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
+            return
         from ncodec.train import walloc
 
+        steps_ = steps or 20000
         audio = recipe == "walloc-audio"
-        walloc.train(Path(run_dir), steps, data, batch=batch or (16 if audio else 8), crop=crop or (16384 if audio else 128), lr=lr,
-                     log=lambda m: click.echo(m, err=True), recipe=recipe)
+        walloc.train(Path(run_dir), steps_, data, batch=batch or (16 if audio else 8), crop=crop or (16384 if audio else 128), lr=lr,
+                     log=lambda m: click.echo(m, err=True), recipe=recipe, ste_after=ste_after)
         if export_to:
             card = walloc.export(Path(run_dir), Path(export_to))
             click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)

@@ -16,12 +16,23 @@ from .errors import (  # noqa: E402  (stdlib only)
 
 
 def __getattr__(name):  # lazy API: `import ncodec` stays cheap
-    if name in ("encode", "decode", "info", "Info", "Decoded"):
+    if name in ("encode", "decode", "info", "Info", "Decoded", "encode_items", "decode_items"):
         from . import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'ncodec' has no attribute {name!r}")
 
 
-__all__ = ["encode", "decode", "info", "Info", "Decoded", "NcodecError", "CorruptFile", "UnsupportedVersion",
+def _register_pillow() -> None:
+    """Let Pillow open and save .nc images (``Image.open("x.nc")``); costs the import of PIL.Image only."""
+    try:
+        from . import pillow
+    except ImportError:  # Pillow missing: the plugin is optional
+        return
+    pillow.register()
+
+
+_register_pillow()
+
+__all__ = ["encode", "decode", "info", "Info", "Decoded", "encode_items", "decode_items", "NcodecError", "CorruptFile", "UnsupportedVersion",
            "LimitExceeded", "UnknownCodec", "ModelMismatch", "BadInput", "__version__"]

@@ -41,6 +41,7 @@ class Info:
     kbps: float | None = None
     name: str | None = None
     meta: dict = field(default_factory=dict)
+    names: list[str] | None = None  # item names of a multi-item file
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -76,13 +77,13 @@ def _info(f: container.NcFile, size: int) -> Info:
     media = h.media.name.lower()
     bpp = kbps = None
     if media == "image":
-        bpp = 8 * size / (h.shape[0] * h.shape[1])
+        bpp = 8 * size / (h.shape[0] * h.shape[1] * max(h.items, 1))
     elif media == "audio" and h.rate_num:
         seconds = h.shape[0] / h.rate_num
         kbps = 8 * size / seconds / 1000 if seconds else None
     return Info(media, h.codec_id, h.codec_version, h.model_id, h.weights_hash.hex(),
                 f"{h.format_major}.{h.format_minor}", tuple(h.shape), h.rate_kind.name.lower(), h.rate_value,
-                size, len(f.units), h.items, h.rate_num if media == "audio" else None, bpp, kbps, f.name, f.meta)
+                size, len(f.units), h.items, h.rate_num if media == "audio" else None, bpp, kbps, f.name, f.meta, f.names)
 
 
 def info(src) -> Info:
@@ -175,6 +176,61 @@ def _head(path) -> bytes:
             return f.read(16)
     except OSError as exc:
         raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def encode_items(srcs, codec: str = "pc", names: list[str] | None = None, meta: dict | None = None) -> bytes:
+    """Encode many same-kind images (paths, bytes or uint8 arrays) into one multi-item .nc file.
+
+    Names default to the input file names (``item00000`` ... for arrays and bytes). The codec must accept
+    several items (``ncodec list`` shows which do).
+    """
+    from .codecs.base import Rate
+    from .media import read_image
+
+    srcs = list(srcs)
+    if not srcs:
+        raise BadInput("no items to encode")
+    cdc = _codec(codec)
+    if not getattr(cdc, "multi_item", False):
+        raise BadInput(f"codec {codec!r} stores one item per file; multi-item files need e.g. --codec pc")
+    arrays, auto = [], []
+    for i, s in enumerate(srcs):
+        if isinstance(s, np.ndarray):
+            arrays.append(s)
+            auto.append(f"item{i:05d}")
+        elif isinstance(s, (bytes, bytearray)):
+            arrays.append(read_image(bytes(s)))
+            auto.append(f"item{i:05d}")
+        else:
+            arrays.append(read_image(s))
+            auto.append(Path(os.fspath(s)).name)
+    names = list(names) if names is not None else auto
+    if len(names) != len(arrays):
+        raise BadInput(f"{len(names)} names for {len(arrays)} items")
+    enc = cdc.encode(arrays, "image", Rate())
+    return container.write(enc.header, enc.units, meta=meta or None, names=names)
+
+
+def decode_items(src, items: list[int] | None = None, strict: bool = True) -> list[tuple[str, np.ndarray]]:
+    """(name, image) of every item of a file, or only of ``items`` (indices): random access decodes only
+    the units that hold them. Works on single-item files too."""
+    data = _read_bytes(src)
+    f = container.read(data, strict=strict)
+    cdc = _codec(f.header.codec_id)
+    n = f.header.items
+    names = f.names or [f"item{i:05d}" for i in range(n)]
+    idx = list(range(n)) if items is None else [int(i) for i in items]
+    bad = [i for i in idx if not 0 <= i < n]
+    if bad:
+        raise BadInput(f"item {bad[0]} is out of range: the file holds {n} item(s)")
+    if hasattr(cdc, "decode_items"):
+        arrays = cdc.decode_items(f.header, f.units, sorted(set(idx)))
+        by_index = dict(zip(sorted(set(idx)), arrays))
+        return [(names[i], by_index[i]) for i in idx]
+    if n != 1:
+        raise BadInput(f"codec {f.header.codec_id!r} cannot decode multi-item files")
+    arr = cdc.decode(f.header, f.units)
+    return [(names[0] if f.names else (f.name or "item00000"), arr) for _ in idx]
 
 
 def decode(src, strict: bool = True) -> Decoded:

@@ -4,8 +4,8 @@
 integers (must match exactly on every platform and every later ncodec), and the SHA-256 of the decoded pixels
 plus a reference PNG (float synthesis may differ by one level across platforms; exact on the same one).
 
-Regenerate only on purpose: ``python -m ncodec.conformance --regenerate`` (never when a codec version ships:
-old vectors must keep decoding identically).
+``python -m ncodec.conformance --regenerate`` writes vectors for the models installed now (their ids are in the
+file names) and keeps every other vector listed: old vectors must keep decoding identically forever.
 """
 from __future__ import annotations
 
@@ -29,14 +29,16 @@ def check_vector(entry: dict, root: Path = ROOT) -> dict:
     data = (root / entry["file"]).read_bytes()
     f = container.read(data)
     codec = _codec(f.header.codec_id)
-    out = api.decode(data).data
+    out = _decoded(data)
     measured = {"symbols_sha256": codec.symbols_digest(f.header, f.units),
                 "decoded_sha256": hashlib.sha256(out.tobytes()).hexdigest()}
     problems = []
     if measured["symbols_sha256"] != entry["symbols_sha256"]:
         problems.append("entropy-decoded integers differ")
     if measured["decoded_sha256"] != entry["decoded_sha256"]:
-        if entry["reference"].endswith(".npy"):  # audio: float32 samples, within 2 LSB of 16-bit
+        if entry["codec"] == "pc":  # lossless: no tolerance
+            problems.append("decoded pixels differ (the pc codec is lossless: they must be identical)")
+        elif entry["reference"].endswith(".npy"):  # audio: float32 samples, within 2 LSB of 16-bit
             ref = np.load(root / entry["reference"], allow_pickle=False)
             diff = np.abs(ref.astype(np.float64) - out)
             if ref.shape != out.shape or diff.max() > 2 / 32768:
@@ -50,41 +52,72 @@ def check_vector(entry: dict, root: Path = ROOT) -> dict:
     return measured
 
 
-def regenerate(root: Path = ROOT) -> list[dict]:
-    from PIL import Image
-    from skimage import data as skdata
-
+def _decoded(data: bytes) -> np.ndarray:
+    """Decoded array; for multi-item files all items stacked."""
     from . import api, container
+
+    if container.read_header(data).items > 1:
+        return np.stack([a for _, a in api.decode_items(data)])
+    return api.decode(data).data
+
+
+def digit_set() -> np.ndarray:
+    """Three digit-like 28x28 images drawn with PIL (no data set needed)."""
+    from PIL import Image, ImageDraw
+
+    out = []
+    for i, ch in enumerate("307"):
+        im = Image.new("L", (14, 14), 0)
+        ImageDraw.Draw(im).text((3 + i, 1), ch, fill=255)
+        out.append(np.asarray(im.resize((28, 28), Image.BILINEAR)))
+    return np.stack(out)
+
+
+def _vector(root: Path, folder: str, name: str, blob: bytes, reference: str) -> dict:
+    """Write one vector (.nc + reference: .png for images, .npy for audio and sets) and describe it."""
+    from PIL import Image
+
+    from . import container
     from .api import _codec
 
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / folder / f"{name}.nc").write_bytes(blob)
+    out = _decoded(blob)
+    if reference == "png":
+        Image.fromarray(out).save(root / folder / f"{name}.png")
+    else:
+        np.save(root / folder / f"{name}.npy", out, allow_pickle=False)
+    f = container.read(blob)
+    return {"file": f"{folder}/{name}.nc", "reference": f"{folder}/{name}.{reference}", "codec": f.header.codec_id,
+            "codec_version": f.header.codec_version, "model": f.header.model_id, "bytes": len(blob),
+            "symbols_sha256": _codec(f.header.codec_id).symbols_digest(f.header, f.units),
+            "decoded_sha256": hashlib.sha256(out.tobytes()).hexdigest()}
+
+
+def regenerate(root: Path = ROOT) -> list[dict]:
+    from skimage import data as skdata
+
+    from . import api, zoo
+
     img = np.ascontiguousarray(skdata.astronaut()[60:156, 180:308])  # 96 x 128
+    vectors = root / "vectors.json"
+    old = json.loads(vectors.read_text()) if vectors.exists() else []
     entries = []
+    image_model = zoo.find("walloc", "image").id
+    audio_model = zoo.find("walloc", "audio").id
     for q in (15, 60, 95):
-        name = f"walloc-image-v1-astronaut-q{q}"
         blob = api.encode(img, codec="walloc", quality=q, name="astronaut-crop.png")
-        (root / "walloc").mkdir(parents=True, exist_ok=True)
-        (root / "walloc" / f"{name}.nc").write_bytes(blob)
-        out = api.decode(blob).data
-        Image.fromarray(out).save(root / "walloc" / f"{name}.png")
-        f = container.read(blob)
-        entries.append({"file": f"walloc/{name}.nc", "reference": f"walloc/{name}.png", "codec": "walloc",
-                        "codec_version": f.header.codec_version, "model": f.header.model_id, "bytes": len(blob),
-                        "symbols_sha256": _codec("walloc").symbols_digest(f.header, f.units),
-                        "decoded_sha256": hashlib.sha256(out.tobytes()).hexdigest()})
+        entries.append(_vector(root, "walloc", f"{image_model}-astronaut-q{q}", blob, "png"))
     t = np.arange(8000) / 16000
     tone = (0.3 * np.sin(2 * np.pi * (300 + 400 * t) * t)).astype(np.float32)
     for name, sig, q in (("mono16k-q40", tone[:, None], 40), ("stereo16k-q80", np.stack([tone, tone[::-1]], 1), 80)):
-        name = f"walloc-audio-v1-{name}"
         blob = api.encode(sig, codec="walloc", quality=q, sample_rate=16000, name="tone.wav")
-        (root / "walloc" / f"{name}.nc").write_bytes(blob)
-        out = api.decode(blob).data
-        np.save(root / "walloc" / f"{name}.npy", out, allow_pickle=False)
-        f = container.read(blob)
-        entries.append({"file": f"walloc/{name}.nc", "reference": f"walloc/{name}.npy", "codec": "walloc",
-                        "codec_version": f.header.codec_version, "model": f.header.model_id, "bytes": len(blob),
-                        "symbols_sha256": _codec("walloc").symbols_digest(f.header, f.units),
-                        "decoded_sha256": hashlib.sha256(out.tobytes()).hexdigest()})
-    (root / "vectors.json").write_text(json.dumps(entries, indent=2) + "\n")
+        entries.append(_vector(root, "walloc", f"{audio_model}-{name}", blob, "npy"))
+    blob = api.encode_items(list(digit_set()), codec="pc", names=["three.png", "zero.png", "seven.png"])
+    entries.append(_vector(root, "pc", f"{zoo.find('pc', 'image').id}-three-digits", blob, "npy"))
+    new_files = {e["file"] for e in entries}
+    merged = [e for e in old if e["file"] not in new_files] + entries
+    vectors.write_text(json.dumps(merged, indent=2) + "\n")
     return entries
 
 

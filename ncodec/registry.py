@@ -13,6 +13,7 @@ from .errors import UnknownCodec
 # id -> module. Adding a codec: one module under ncodec/codecs/ plus one line here.
 CODEC_MODULES: dict[str, str] = {
     "walloc": "ncodec.codecs.walloc",
+    "pc": "ncodec.codecs.pc",
 }
 
 # media kind -> default codec id

@@ -76,10 +76,22 @@ def load_tensors(card: ModelCard) -> dict:
     """The model's tensors (torch), after checking the file's SHA-256 against its card."""
     from safetensors.torch import load_file
 
+    _check_file(card)
+    return load_file(str(card.path))
+
+
+def load_tensors_numpy(card: ModelCard) -> dict:
+    """The model's arrays (numpy; no torch import), after checking the file's SHA-256 against its card."""
+    from safetensors.numpy import load_file
+
+    _check_file(card)
+    return load_file(str(card.path))
+
+
+def _check_file(card: ModelCard) -> None:
     if not card.path.is_file():
         raise ModelMismatch(f"weights file {card.path} of model {card.id!r} is missing")
     digest = sha256_file(card.path)
     if digest != card.sha256:
         raise ModelMismatch(f"weights of model {card.id!r} have SHA-256 {digest[:16]}..., the card pins "
                             f"{card.sha256[:16]}...; the file is damaged or not the published one")
-    return load_file(str(card.path))

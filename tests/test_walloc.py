@@ -181,3 +181,21 @@ def test_fuzzed_unit_payloads_fail_cleanly(photo):
             outcomes["error"] += 1
     print("fuzz outcomes", outcomes)
     assert sum(outcomes.values()) == 60
+
+
+def test_decoding_different_files_from_threads(photo):
+    import threading
+
+    blobs = [ncodec.encode(photo, quality=q) for q in (20, 80)] + [ncodec.encode(photo[::-1].copy(), quality=50)]
+    expected = [ncodec.decode(b).data for b in blobs]
+    got = [None] * len(blobs)
+
+    def work(i):
+        got[i] = ncodec.decode(blobs[i]).data
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(blobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(g, e) for g, e in zip(got, expected))

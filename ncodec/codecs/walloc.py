@@ -37,6 +37,11 @@ class WallocModel:
         self.net.load_state_dict({k[4:]: v.float() for k, v in tensors.items() if k.startswith("net.")})
         self.net.eval()
         self.fixed = FixedPointEntropyNets(self.net)
+        # z is quantised around the per-channel median of its learned density (as compressai does); the offset
+        # is stored as an integer in 1/2**A_BITS units. Models exported before it existed use offset 0.
+        med = tensors.get("z.median_q")
+        self.z_median_q = (med.to(torch.float64) if med is not None else torch.zeros(cfg.z_ch, dtype=torch.float64))
+        self.z_median_q = self.z_median_q.reshape((1, -1) + (1,) * cfg.ndim)
         self.z_tables = TableSet.from_arrays(tensors["z.freqs"].numpy(), tensors["z.offsets"].numpy(),
                                              tensors["z.lo"].numpy())
         self.y_tables = TableSet.from_arrays(tensors["y.freqs"].numpy(), tensors["y.offsets"].numpy(),
@@ -60,8 +65,9 @@ class WallocModel:
         """x: (1, C, *L) in [0, 1], lengths multiples of cfg.stride."""
         fx, one = self.fixed, 2**FixedPointEntropyNets.A_BITS
         y = self.net.analysis(x, self.rate_index(quality)).double()
-        z = torch.round(self.net.h_a(y.float())).clamp(-Z_MAX, Z_MAX)
-        mu, t = fx.hyper(z)
+        med = self.z_median_q / one
+        z = torch.round(self.net.h_a(y.float()).double() - med).clamp(-Z_MAX, Z_MAX)
+        mu, t = fx.hyper(z, self.z_median_q)
         pa, pb = self.net.perm_a, self.net.perm_b
         sym_a = torch.round(y[:, pa] - mu[:, pa] / one).clamp(-(2**30), 2**30)
         mu_b, t_b = fx.context(sym_a * one + mu[:, pa], mu[:, pb], t[:, pb])
@@ -81,7 +87,7 @@ class WallocModel:
         cfg, fx, one = self.cfg, self.fixed, 2**FixedPointEntropyNets.A_BITS
         zshape = (batch, cfg.z_ch) + tuple(n // cfg.stride for n in lengths)
         zs, pos = decode_indexed(data, self.z_index(zshape), self.z_tables)
-        mu, t = fx.hyper(torch.from_numpy(zs.astype(np.float64)).reshape(zshape))
+        mu, t = fx.hyper(torch.from_numpy(zs.astype(np.float64)).reshape(zshape), self.z_median_q)
         pa, pb = self.net.perm_a, self.net.perm_b
         ta = fx.scale_index(t[:, pa])
         ya, pos = decode_indexed(data, ta.numpy(), self.y_tables, pos)

@@ -232,10 +232,11 @@ class FixedPointEntropyNets:
         return torch.floor(acc / 2**self.W_BITS).clamp(-self.A_MAX, self.A_MAX)
 
     @torch.no_grad()
-    def hyper(self, z_sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Integer z symbols -> (mean, t) for all latent channels, fixed point."""
+    def hyper(self, z_sym: torch.Tensor, median_q: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer z symbols (+ the integer per-channel median offset, A_BITS units) -> (mean, t), fixed point."""
         nd = self.cfg.ndim
-        h = shuffle_up(self._conv(z_sym.double() * 2**self.A_BITS, self.h_s[0]), nd).clamp(min=0)
+        z_hat = z_sym.double() * 2**self.A_BITS + (0 if median_q is None else median_q)
+        h = shuffle_up(self._conv(z_hat, self.h_s[0]), nd).clamp(min=0)
         h = shuffle_up(self._conv(h, self.h_s[1]), nd).clamp(min=0)
         out = self._conv(h, self.h_s[2])
         c = self.cfg.latent

@@ -85,6 +85,7 @@ class NcFile:
     name: str | None = None
     ancillary: list[tuple[str, bytes]] = field(default_factory=list)  # unknown ancillary chunks, kept raw
     damaged: list[int] = field(default_factory=list)  # unit indices whose CRC failed (non-strict read)
+    names: list[str] | None = None  # per-item names of a multi-item file (ancillary ``inam``)
 
 
 # --------------------------------------------------------------------------------------------- primitives
@@ -234,13 +235,23 @@ def _unpack_header(payload: bytes, limits: Limits) -> Header:
 
 
 def write(header: Header, units: list[Unit], meta: dict | None = None, name: str | None = None,
-          ancillary: list[tuple[str, bytes]] = ()) -> bytes:
-    """Serialise a file. ``meta`` is stored as JSON (ancillary ``meta``), ``name`` as ancillary ``name``."""
+          ancillary: list[tuple[str, bytes]] = (), names: list[str] | None = None) -> bytes:
+    """Serialise a file. ``meta`` is stored as JSON (ancillary ``meta``), ``name`` as ancillary ``name``,
+    ``names`` (one per item of a multi-item file) as ancillary ``inam``."""
     out = [SIGNATURE, _chunk(b"HEAD", _pack_header(header))]
     if meta:
         out.append(_chunk(b"meta", json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()))
     if name:
         out.append(_chunk(b"name", name.encode("utf-8")))
+    if names is not None:
+        if len(names) != header.items:
+            raise ValueError(f"{len(names)} names for {header.items} items")
+        blob = bytearray(_varint(len(names)))
+        for n in names:
+            raw = n.encode("utf-8")
+            blob += _varint(len(raw)) + raw
+        packed = zlib.compress(bytes(blob), 9)  # names of a set are alike (d0001.png, d0002.png ...)
+        out.append(_chunk(b"inam", b"\x01" + packed if len(packed) < len(blob) else b"\x00" + bytes(blob)))
     for ctype, payload in ancillary:
         if not ctype[:1].islower():
             raise ValueError(f"extra chunk type {ctype!r} must be ancillary (first letter lower case)")
@@ -306,7 +317,7 @@ def read_header(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> He
 def read(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS, strict: bool = True) -> NcFile:
     """Parse a whole file. With ``strict=False`` a UNIT whose CRC fails is kept as ``data=None``."""
     _check_signature(data)
-    header, toc, units, meta, name, extra, damaged = None, None, [], {}, None, [], []
+    header, toc, units, meta, name, extra, damaged, names = None, None, [], {}, None, [], [], None
     for ctype, payload in _chunks(data, limits, strict):
         if header is None:
             if ctype != "HEAD":
@@ -338,6 +349,8 @@ def read(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS, strict: bool
                 raise CorruptFile("metadata chunk is not valid JSON") from None
         elif ctype == "name":
             name = payload.decode("utf-8", errors="replace")
+        elif ctype == "inam" and header is not None:
+            names = _unpack_names(payload, header.items)
         elif ctype[0].isupper():
             raise CorruptFile(f"unknown critical chunk {ctype}: written by a newer ncodec? upgrade ncodec")
         else:
@@ -346,7 +359,32 @@ def read(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS, strict: bool
         raise CorruptFile("no UTOC chunk")
     if len(units) != len(toc):
         raise CorruptFile(f"UTOC lists {len(toc)} units but the file holds {len(units)}")
-    return NcFile(header, units, meta, name, extra, damaged)
+    return NcFile(header, units, meta, name, extra, damaged, names)
+
+
+def _unpack_names(payload: bytes, items: int) -> list[str] | None:
+    """Item names; a damaged or inconsistent table is dropped (ancillary data never stops a decode)."""
+    try:
+        if payload[:1] == b"\x01":
+            d = zlib.decompressobj()
+            payload = d.decompress(payload[1:], 1 << 24)  # bounded: a zip bomb cannot allocate more
+            if d.unconsumed_tail or not d.eof:
+                return None
+        elif payload[:1] == b"\x00":
+            payload = payload[1:]
+        else:
+            return None
+        cur = _Cursor(payload, "inam")
+        n = cur.varint()
+        if n != items:
+            return None
+        names = []
+        for _ in range(n):
+            names.append(cur.take(cur.varint()).decode("utf-8", errors="replace"))
+        cur.done()
+        return names
+    except (CorruptFile, zlib.error):
+        return None
 
 
 def _unpack_toc(payload: bytes, limits: Limits) -> list[tuple[int, tuple[int, int, int, int]]]:

@@ -48,6 +48,8 @@ def read_image(src: str | Path | bytes) -> np.ndarray:
 def write_image(dest: str | Path, arr: np.ndarray, fmt: str | None = None) -> None:
     from PIL import Image
 
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]  # grayscale
     Image.fromarray(np.ascontiguousarray(arr)).save(dest, format=fmt)
 
 

@@ -1,0 +1,287 @@
+"""Probabilistic-circuit lossless codec (``--codec pc``): a hidden Chow-Liu tree over the pixels of small
+grayscale images (MNIST-like digits), coded pixel by pixel with exact conditional probabilities.
+
+For each pixel j (raster order) the decoder needs p(x_j | x_<j). In a tree-shaped circuit this is, up to a
+constant, ``sum_z w_j(z) * leaf_j(z, v)`` where ``w_j`` is the outside message at j's hidden variable times the
+inside messages from j's children, everything conditioned on the pixels already decoded. Only the messages on
+j's path to the root change when x_j becomes known, so a pixel costs O(depth * k^2) instead of a whole circuit
+pass (the paper's O(log D |p|) idea, for a tree).
+
+Every message is computed in integer arithmetic (int64 numpy, parameters stored as integers summing to 2**14,
+messages renormalised by powers of two to < 2**30), so the probabilities are bit-identical for any batch size
+and thread count; the final pmf is turned into 16-bit frequencies with integer operations only. Many images are
+coded side by side (one row per image), which is what makes the Python loop affordable.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..container import Header, MediaKind, RateKind, Unit
+from ..errors import BadInput, CorruptFile
+from ..registry import register_codec
+from .base import Codec, Encoded, Rate
+
+ITEMS_PER_UNIT = 64  # items coded together in one unit (random access decodes one unit)
+MSG_BITS = 30
+FREQ_BITS = 16
+
+
+def _renorm(v: np.ndarray) -> np.ndarray:
+    """Scale each row of non-negative int64 ``v`` by a power of two so that its max lies below 2**30.
+
+    Rows that are all zero become uniform (cannot happen with a consistent model, but a damaged file must not
+    divide by zero).
+    """
+    m = v.max(axis=-1)
+    zero = m <= 0
+    if zero.any():
+        v = v.copy()
+        v[zero] = 1
+        m = np.where(zero, 1, m)
+    e = np.frexp(m.astype(np.float64))[1]  # m < 2**e (deterministic: IEEE conversion)
+    shift = (e - MSG_BITS)[..., None]
+    return np.where(shift > 0, v >> np.maximum(shift, 0), v << np.maximum(-shift, 0))
+
+
+def _freqs(p: np.ndarray) -> np.ndarray:
+    """Integer pmf rows (any scale < 2**52) -> frequencies >= 1 summing to 2**16, integer operations only."""
+    v = p.shape[-1]
+    total = p.sum(axis=-1)
+    e = np.frexp(total.astype(np.float64))[1]
+    shift = np.maximum(e - 40, 0)[..., None]
+    p = p >> shift
+    total = np.maximum(p.sum(axis=-1, keepdims=True), 1)
+    f = 1 + (p * ((1 << FREQ_BITS) - v)) // total
+    rest = (1 << FREQ_BITS) - f.sum(axis=-1)
+    idx = np.argmax(p, axis=-1)
+    f[np.arange(len(f)), idx] += rest
+    return f
+
+
+class TreeModel:
+    """Integer HCLT: ``parent`` (D,), ``prior`` (k,), ``trans`` (D, k, k) [n, z_parent, z], ``leaf`` (D, k, V)."""
+
+    def __init__(self, parent, prior, trans, leaf, shape: tuple[int, int]):
+        self.parent = np.asarray(parent, np.int64)
+        self.prior = np.asarray(prior, np.int64)
+        self.trans = np.asarray(trans, np.int64)
+        self.trans_t = np.ascontiguousarray(self.trans.transpose(0, 2, 1))
+        self.leaf = np.asarray(leaf, np.int64)
+        self.leaf_t = np.ascontiguousarray(self.leaf.transpose(0, 2, 1))  # (D, V, k)
+        self.d, self.k, self.values = self.leaf.shape
+        self.shape = shape
+        if self.d != shape[0] * shape[1]:
+            raise ValueError("model size does not match its image shape")
+        self.children = [[] for _ in range(self.d)]
+        for n, p in enumerate(self.parent):
+            if p >= 0:
+                self.children[p].append(n)
+        roots = np.flatnonzero(self.parent < 0)
+        if len(roots) != 1:
+            raise ValueError("the tree must have exactly one root")
+        self.root = int(roots[0])
+        self.paths = []  # root ... n
+        for n in range(self.d):
+            path = [n]
+            while self.parent[path[-1]] >= 0:
+                path.append(int(self.parent[path[-1]]))
+                if len(path) > self.d:
+                    raise ValueError("the parent array has a cycle")
+            self.paths.append(path[::-1])
+
+    @classmethod
+    def from_tensors(cls, t: dict, shape) -> "TreeModel":
+        return cls(*(np.asarray(t[k]) for k in ("parent", "prior", "trans", "leaf")), shape=tuple(shape))
+
+    # ---------------------------------------------------------------------------------------- coding
+    def run(self, batch: int, step):
+        """Walk the pixels in raster order for ``batch`` images; ``step(j, freqs)`` returns the (batch,) values.
+
+        Messages are cached: the message from n to its parent depends only on the evidence in n's subtree and
+        is refreshed lazily (``dirty``); the outside message at n depends only on the evidence outside n's
+        subtree, so along the previous pixel's root path it stays valid. Consecutive pixels are close in the
+        tree, so most of both walks is reused. Every message is a pure function of the evidence, which keeps
+        encoder and decoder (and any batch size) bit-identical.
+        """
+        one = np.full((batch, self.k), 1 << (MSG_BITS - 1), np.int64)
+        up = [one] * self.d  # message from n to its parent (no evidence: constant)
+        ev = [one] * self.d  # leaf evidence at n (unobserved: marginalised = constant)
+        dirty = np.zeros(self.d, bool)
+        trans, trans_t, children = self.trans, self.trans_t, self.children
+
+        def get_up(n):
+            if dirty[n]:
+                m = ev[n]
+                for g in children[n]:
+                    m = _renorm(m * get_up(g))
+                up[n] = _renorm(m @ trans_t[n])
+                dirty[n] = False
+            return up[n]
+
+        outside = {self.root: _renorm(np.broadcast_to(self.prior, (batch, self.k)).copy())}
+        for j in range(self.d):
+            path = self.paths[j]
+            start = max(i for i, p in enumerate(path) if p in outside)
+            outside = {p: outside[p] for p in path[: start + 1]}  # still valid: see above
+            o = outside[path[start]]
+            for p, c in zip(path[start:-1], path[start + 1 :]):
+                t = _renorm(o * ev[p])
+                for s in children[p]:
+                    if s != c:
+                        t = _renorm(t * get_up(s))
+                o = outside[c] = _renorm(t @ trans[c])
+            for g in children[j]:
+                o = _renorm(o * get_up(g))
+            values = step(j, _freqs(o @ self.leaf[j]))
+            ev[j] = _renorm(self.leaf_t[j][values])
+            n = j
+            while n != self.root and not dirty[n]:
+                dirty[n] = True
+                n = int(self.parent[n])
+
+    def encode(self, x: np.ndarray) -> bytes:
+        """x: (B, D) uint8 -> range-coded bytes."""
+        import constriction
+
+        from ..entropy.coding import _words_to_bytes
+
+        enc = constriction.stream.queue.RangeEncoder()
+        model = constriction.stream.model.Categorical(perfect=False)
+        x = np.asarray(x, np.int64)
+
+        def step(j, f):
+            enc.encode(x[:, j].astype(np.int32), model, f / float(1 << FREQ_BITS))
+            return x[:, j]
+
+        self.run(len(x), step)
+        return _words_to_bytes(enc.get_compressed())
+
+    def decode(self, data: bytes, batch: int) -> np.ndarray:
+        import constriction
+
+        from ..entropy.coding import _bytes_to_words
+
+        words, pos = _bytes_to_words(data, 0)
+        if pos != len(data):
+            raise CorruptFile("unexpected bytes after the coded pixels; the file is damaged")
+        dec = constriction.stream.queue.RangeDecoder(words)
+        model = constriction.stream.model.Categorical(perfect=False)
+        out = np.zeros((batch, self.d), np.int64)
+
+        def step(j, f):
+            try:
+                out[:, j] = dec.decode(model, f / float(1 << FREQ_BITS))
+            except Exception as exc:
+                raise CorruptFile(f"entropy decoding failed ({exc}); the file is damaged") from None
+            return out[:, j]
+
+        self.run(batch, step)
+        return out.astype(np.uint8)
+
+    def bits(self, x: np.ndarray) -> np.ndarray:
+        """Model cross-entropy of each image in bits (the integer pmfs actually used for coding)."""
+        x = np.asarray(x, np.int64)
+        total = np.zeros(len(x))
+
+        def step(j, f):
+            total[:] -= np.log2(f[np.arange(len(x)), x[:, j]] / float(1 << FREQ_BITS))
+            return x[:, j]
+
+        self.run(len(x), step)
+        return total
+
+
+@register_codec("pc")
+class PcCodec(Codec):
+    codec_id = "pc"
+    version = 1
+    media = ("image",)
+    lossless = True
+    multi_item = True
+
+    def __init__(self):
+        self._models: dict[str, tuple] = {}
+
+    def model(self, model_id: str | None = None, weights_hash: bytes | None = None):
+        from .. import zoo
+        from ..errors import ModelMismatch
+
+        card = zoo.find("pc", "image", model_id)
+        if weights_hash is not None and card.hash8 != weights_hash:
+            raise ModelMismatch(f"the file was made with other weights of model {card.id!r} "
+                                f"(hash {weights_hash.hex()}, installed {card.hash8.hex()})")
+        if card.id not in self._models:
+            shape = tuple(card.card["config"]["shape"])
+            self._models[card.id] = (card, TreeModel.from_tensors(zoo.load_tensors_numpy(card), shape[:2]))
+        return self._models[card.id]
+
+    def encode(self, data, media: str, rate: Rate, **info) -> Encoded:
+        items = data if isinstance(data, list) else [data]
+        card, tm = self.model()
+        h, w = tm.shape
+        flat = np.empty((len(items), h * w), np.uint8)
+        for i, a in enumerate(items):
+            a = np.asarray(a)
+            if a.ndim == 3 and a.shape[2] == 1:
+                a = a[:, :, 0]
+            elif a.ndim == 3 and a.shape[2] == 3 and (a == a[:, :, :1]).all():
+                a = a[:, :, 0]  # grey stored as RGB
+            if a.shape != (h, w) or a.dtype != np.uint8:
+                raise BadInput(f"model {card.id} codes {h}x{w} 8-bit grayscale images; item {i} is "
+                               f"{'x'.join(map(str, a.shape))} {a.dtype} (natural RGB images are not supported "
+                               f"by the pc codec yet)")
+            flat[i] = a.reshape(-1)
+        units = []
+        for first in range(0, len(items), ITEMS_PER_UNIT):
+            chunk = flat[first : first + ITEMS_PER_UNIT]
+            units.append(Unit((first, len(chunk), 0, 0), tm.encode(chunk)))
+        header = Header(MediaKind.IMAGE, self.codec_id, self.version, (h, w, 1), model_id=card.id,
+                        weights_hash=card.hash8, rate_kind=RateKind.NONE, colour=1, entropy_coder=2,
+                        items=len(items))
+        return Encoded(header, units, {})
+
+    def _check(self, header: Header, units: list[Unit]):
+        card, tm = self.model(header.model_id, header.weights_hash)
+        if tuple(header.shape) != tm.shape + (1,):
+            raise CorruptFile(f"header shape {header.shape} does not match model {card.id} ({tm.shape})")
+        seen = 0
+        for u in units:
+            first, count = u.key[0], u.key[1]
+            if first != seen or not 0 < count <= ITEMS_PER_UNIT:
+                raise CorruptFile(f"unit key {u.key} does not follow the item sequence")
+            seen += count
+        if seen != header.items:
+            raise CorruptFile(f"units hold {seen} items, the header says {header.items}")
+        return tm
+
+    def decode_items(self, header: Header, units: list[Unit], which: list[int] | None = None) -> list[np.ndarray]:
+        """Items (uint8 HxWx1) in file order; ``which``: indices to decode (only their units are decoded)."""
+        tm = self._check(header, units)
+        want = set(range(header.items)) if which is None else set(which)
+        bad = [i for i in want if not 0 <= i < header.items]
+        if bad:
+            raise BadInput(f"item {bad[0]} is out of range (the file holds {header.items})")
+        out = {}
+        h, w = tm.shape
+        for u in units:
+            first, count = u.key[0], u.key[1]
+            if not want.intersection(range(first, first + count)):
+                continue
+            if u.data is None:
+                for i in range(first, first + count):
+                    out[i] = np.zeros((h, w, 1), np.uint8)  # lenient read: damaged unit -> black items
+                continue
+            px = tm.decode(u.data, count)
+            for i in range(count):
+                out[first + i] = px[i].reshape(h, w, 1)
+        return [out[i] for i in sorted(want)]
+
+    def symbols_digest(self, header: Header, units: list[Unit]) -> str:
+        """SHA-256 of every decoded pixel (for a lossless codec the symbols are the pixels)."""
+        import hashlib
+
+        return hashlib.sha256(np.stack(self.decode_items(header, units)).tobytes()).hexdigest()
+
+    def decode(self, header: Header, units: list[Unit]) -> np.ndarray:
+        """First item (single-image files); use decode_items for sets."""
+        return self.decode_items(header, units, [0])[0]

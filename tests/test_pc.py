@@ -1,0 +1,160 @@
+"""Probabilistic-circuit lossless codec: exactness, integer determinism, multi-item files, training code."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+
+import ncodec
+from ncodec import container
+from ncodec.codecs.pc import ITEMS_PER_UNIT, TreeModel
+from ncodec.errors import BadInput, CorruptFile
+from ncodec.train import pc as pc_train
+from ncodec_cli.main import main
+
+
+def _random_tree_model(d=36, k=4, seed=0) -> TreeModel:
+    rng = np.random.default_rng(seed)
+    parent = np.array([-1] + [int(rng.integers(0, i)) for i in range(1, d)])
+    rows = lambda *shape: pc_train.quantize_rows(torch.log_softmax(torch.from_numpy(rng.normal(0, 2, shape)), -1))
+    return TreeModel(parent, rows(k), rows(d, k, k), rows(d, k, 256), (6, 6))
+
+
+@pytest.fixture(scope="module")
+def digits() -> np.ndarray:
+    """70 digit-like 28x28 grayscale images drawn with PIL (no dataset needed)."""
+    out = []
+    for i in range(70):
+        im = Image.new("L", (14, 14), 0)
+        ImageDraw.Draw(im).text((3 + i % 3, 1 + i % 2), str(i % 10), fill=255)
+        out.append(np.asarray(im.resize((28, 28), Image.BILINEAR)))
+    return np.stack(out)
+
+
+def test_tree_model_is_exact_and_batch_independent():
+    tm = _random_tree_model()
+    x = np.random.default_rng(1).integers(0, 256, (9, 36)).astype(np.uint8)
+    data = tm.encode(x)
+    assert np.array_equal(tm.decode(data, 9), x)
+    # the probabilities of one image do not depend on the others coded beside it
+    assert np.array_equal(tm.bits(x)[:3], tm.bits(x[:3]))
+    assert tm.bits(x[:1])[0] == tm.bits(x[[0, 5, 5]])[0]
+    assert abs(len(data) * 8 - tm.bits(x).sum()) < 64 + 0.01 * tm.bits(x).sum()  # real bytes = model bits
+    with pytest.raises(CorruptFile):
+        tm.decode(data[:-3], 9)
+
+
+def test_em_training_improves_and_export_matches(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 4, (400, 1)) * 60
+    x = np.clip(base + rng.integers(0, 30, (400, 36)), 0, 255).astype(np.uint8)  # correlated pixels
+    parent, _ = pc_train.chow_liu_tree(x, width=6)
+    assert (parent < 0).sum() == 1
+    model = pc_train.Hclt(parent, 4, data=x)
+    first = model.em_step(x, 100, 0.01, 0.01, step_size=0.3)
+    for _ in range(4):
+        last = model.em_step(x, 100, 0.01, 0.01)
+    assert last < first - 0.2
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({**model.state(), "iteration": 5, "hidden": 4, "items": 400, "shape": [6, 6]}, run / "checkpoint.pt")
+    card = pc_train.export(run, tmp_path / "models", model_id="pc-tiny")
+    from safetensors.numpy import load_file
+
+    tm = TreeModel.from_tensors(load_file(str(tmp_path / "models" / card["file"])), (6, 6))
+    with torch.no_grad():
+        float_bits = -model.log_likelihood(torch.from_numpy(x[:50].astype(np.int64))).sum().item() / np.log(2)
+    int_bits = tm.bits(x[:50]).sum()
+    assert abs(int_bits - float_bits) < 0.03 * float_bits  # integer tables cost < 3 % over the float model
+
+
+def test_multi_item_file_roundtrip_and_random_access(digits):
+    names = [f"digit{i:03d}.png" for i in range(len(digits))]
+    blob = ncodec.encode_items(list(digits), codec="pc", names=names)
+    inf = ncodec.info(blob)
+    assert inf.items == len(digits) and inf.names == names and inf.codec == "pc"
+    assert inf.units == -(-len(digits) // ITEMS_PER_UNIT)
+    assert inf.bpp == 8 * len(blob) / (28 * 28 * len(digits))
+    assert inf.bpp < 4.0  # far below raw 8 bits per pixel
+    items = ncodec.decode_items(blob)
+    assert [n for n, _ in items] == names
+    assert all(np.array_equal(a[:, :, 0], d) for (_, a), d in zip(items, digits))
+    # random access: one item from the second unit
+    (name, one), = ncodec.decode_items(blob, [ITEMS_PER_UNIT + 1])
+    assert name == names[ITEMS_PER_UNIT + 1] and np.array_equal(one[:, :, 0], digits[ITEMS_PER_UNIT + 1])
+    with pytest.raises(BadInput, match="out of range"):
+        ncodec.decode_items(blob, [len(digits)])
+
+
+def test_decoding_in_two_threads_at_once(digits):
+    blob = ncodec.encode_items(list(digits[:20]), codec="pc")
+    torch.set_num_threads(1)
+    ref = ncodec.decode_items(blob)
+    torch.set_num_threads(2)
+    results = [None, None]
+
+    def work(i):
+        results[i] = ncodec.decode_items(blob)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(r, ref))
+
+
+def test_pc_rejects_other_images(photo):
+    with pytest.raises(BadInput, match="28x28 8-bit grayscale"):
+        ncodec.encode_items([photo, photo], codec="pc")
+    with pytest.raises(BadInput, match="one item per file"):
+        ncodec.encode_items([photo, photo], codec="walloc")
+
+
+def test_item_names_table_is_ancillary():
+    h = container.Header(container.MediaKind.IMAGE, "pc", 1, (28, 28, 1), items=2)
+    names = ["a.png", "ü/../b.png"]
+    f = container.read(container.write(h, [], names=names))
+    assert f.names == names
+    with pytest.raises(ValueError):
+        container.write(h, [], names=["only one"])
+
+
+def test_cli_sets(tmp_path, digits):
+    files = []
+    for i, d in enumerate(digits[:5]):
+        p = tmp_path / f"d{i}.png"
+        Image.fromarray(d).save(p)
+        files.append(str(p))
+    r = CliRunner()
+    out = tmp_path / "set.nc"
+    res = r.invoke(main, ["encode", *files, "-o", str(out)])
+    assert res.exit_code == 2 and "multi-item codec" in res.output
+    res = r.invoke(main, ["encode", "--codec", "pc", *files, "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    res = r.invoke(main, ["decode", str(out), "-o", str(tmp_path / "back")])
+    assert res.exit_code == 0, res.output
+    for f in files:
+        name = f.rsplit("/", 1)[1]
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "back" / name)), np.asarray(Image.open(f)))
+    res = r.invoke(main, ["decode", str(out), "-o", str(tmp_path / "back")])
+    assert res.exit_code == 6  # would overwrite
+    res = r.invoke(main, ["decode", str(out), "--item", "3", "-o", str(tmp_path / "three.png")])
+    assert res.exit_code == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "three.png")), digits[3])
+    res = r.invoke(main, ["decode", str(out), "--item", "9", "-o", str(tmp_path / "nine.png")])
+    assert res.exit_code == 3 and "out of range" in res.output
+    assert not (tmp_path / "nine.png").exists()
+
+
+def test_stored_names_cannot_escape_the_folder(tmp_path, digits):
+    blob = ncodec.encode_items(list(digits[:3]), codec="pc", names=["../evil.png", "/etc/x", ".hidden"])
+    src = tmp_path / "set.nc"
+    src.write_bytes(blob)
+    res = CliRunner().invoke(main, ["decode", str(src), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["evil.png", "item00002.png", "x.png"]
+    assert not (tmp_path / "evil.png").exists()
