@@ -364,9 +364,11 @@ def bench(ctx, kind, codecs, data, limit, first, rates, out_dir, anchor, jobs):
 @click.option("--lr", default=3e-4, show_default=True)
 @click.option("--ste-after", default=None, type=int,
               help="walloc: step from which the rate term uses rounded symbols instead of noise (default: never).")
+@click.option("--lambda-scale", default=1.0, show_default=True,
+              help="walloc: multiply the rate-distortion lambda ladder (lower = lower rates).")
 @click.option("--export", "export_to", default=None, help="After training, write weights + card here.")
 @click.pass_context
-def train(ctx, recipe, run_dir, steps, hidden, data, batch, crop, lr, ste_after, export_to):
+def train(ctx, recipe, run_dir, steps, hidden, data, batch, crop, lr, ste_after, lambda_scale, export_to):
     """Train (or resume) a model recipe; checkpoints go to --run."""
 
     run_dir = run_dir or f"runs/{recipe}"
@@ -386,7 +388,8 @@ def train(ctx, recipe, run_dir, steps, hidden, data, batch, crop, lr, ste_after,
         steps_ = steps or 20000
         audio = recipe == "walloc-audio"
         walloc.train(Path(run_dir), steps_, data, batch=batch or (16 if audio else 8), crop=crop or (16384 if audio else 128), lr=lr,
-                     log=lambda m: click.echo(m, err=True), recipe=recipe, ste_after=ste_after)
+                     log=lambda m: click.echo(m, err=True), recipe=recipe, ste_after=ste_after,
+                     lambda_scale=lambda_scale)
         if export_to:
             card = walloc.export(Path(run_dir), Path(export_to))
             click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)

@@ -84,7 +84,7 @@ def _phi(v):
 
 def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 128, lr: float = 2e-4,
           save_every: int = 500, threads: int | None = None, log=print, recipe: str = "walloc-image",
-          ste_after: int | None = None):
+          ste_after: int | None = None, lambda_scale: float = 1.0):
     from ..codecs.walloc_net import AUDIO_CONFIG
     from .data import AudioSampler, CropSampler, corpus_root, load_audio, load_images
 
@@ -95,7 +95,7 @@ def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 1
     run.mkdir(parents=True, exist_ok=True)
     audio = recipe == "walloc-audio"
     cfg = WallocConfig(**AUDIO_CONFIG) if audio else WallocConfig()
-    ladder = LAMBDAS_AUDIO if audio else LAMBDAS
+    ladder = tuple(lambda_scale * v for v in (LAMBDAS_AUDIO if audio else LAMBDAS))
     model = Trainer(cfg).to(device)
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     fast = {"net.log_gain", "net.log_igain"}  # gains learn 5x faster: they set the rate points
@@ -153,7 +153,8 @@ def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 1
         if step % save_every == 0 or step == steps:
             tmp = run / "checkpoint.tmp"
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
-                        "step": step, "config": cfg.to_dict(), "recipe": recipe}, tmp)
+                        "step": step, "config": cfg.to_dict(), "recipe": recipe,
+                        "lambda_scale": lambda_scale}, tmp)
             tmp.replace(ckpt)
             (run / "progress.json").write_text(json.dumps({"step": step, "steps": steps}))
     return model, step
@@ -214,7 +215,8 @@ def export(run: Path, out: Path, model_id: str | None = None, extra_card: dict |
     card.update({"id": model_id, "codec": "walloc", "media": "image" if cfg.ndim == 2 else "audio",
                  "file": weights.name, "sha256": sha256_file(weights), "config": cfg.to_dict(),
                  "training": {"steps": int(state["step"]),
-                              "lambdas": list(LAMBDAS if cfg.ndim == 2 else LAMBDAS_AUDIO)}})
+                              "lambdas": [float(state.get("lambda_scale", 1.0)) * v
+                                          for v in (LAMBDAS if cfg.ndim == 2 else LAMBDAS_AUDIO)]}})
     card.update(extra_card or {})
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card

@@ -1,0 +1,73 @@
+"""ncodec.audio: soundfile-style read/write, range reads that decode only the segments they need, streaming."""
+import numpy as np
+import pytest
+
+import ncodec
+import ncodec.audio
+from ncodec.codecs.walloc import SEGMENT
+
+
+@pytest.fixture(scope="module")
+def long_file(tmp_path_factory):
+    rate = 16000
+    t = np.arange(3 * SEGMENT + 5000) / rate
+    sig = np.stack([0.3 * np.sin(2 * np.pi * 220 * t), 0.2 * np.sin(2 * np.pi * 330 * t)], 1).astype(np.float32)
+    path = tmp_path_factory.mktemp("audio") / "tone.nc"
+    info = ncodec.audio.write(path, sig, rate, quality=70)
+    assert info.media == "audio" and info.units == 4 and info.sample_rate == rate
+    return path, sig
+
+
+def test_read_whole_and_range(long_file):
+    path, sig = long_file
+    full, rate = ncodec.audio.read(path)
+    assert rate == 16000 and full.shape == sig.shape and full.dtype == np.float32
+    assert np.array_equal(full, ncodec.decode(path).data)
+    a, b = SEGMENT - 800, SEGMENT + 1200  # straddles a segment boundary
+    part, _ = ncodec.audio.read(path, start=a, stop=b)
+    assert np.array_equal(part, full[a:b])
+    tail, _ = ncodec.audio.read(path, start=-100)
+    assert np.array_equal(tail, full[-100:])
+    empty, _ = ncodec.audio.read(path, start=10, stop=10)
+    assert empty.shape == (0, 2)
+
+
+def test_range_read_decodes_only_overlapping_segments(long_file, monkeypatch):
+    path, _ = long_file
+    from ncodec.api import _codec
+
+    codec = _codec("walloc")
+    seen = []
+    original = codec.decode_segments
+
+    def counting(header, units):
+        seen.extend(u.key[0] for u in units)
+        return original(header, units)
+
+    monkeypatch.setattr(codec, "decode_segments", counting)
+    ncodec.audio.read(path, start=2 * SEGMENT + 10, stop=2 * SEGMENT + 16010)
+    assert seen == [2 * SEGMENT]
+    seen.clear()
+    ncodec.audio.read(path, start=SEGMENT - 8000, stop=SEGMENT + 8000)
+    assert seen == [0, SEGMENT]
+
+
+def test_blocks_stream_the_file(long_file):
+    path, sig = long_file
+    full, _ = ncodec.audio.read(path)
+    starts, parts = zip(*ncodec.audio.blocks(path))
+    assert list(starts) == [0, SEGMENT, 2 * SEGMENT, 3 * SEGMENT]
+    assert np.array_equal(np.concatenate(parts), full)
+
+
+def test_read_refuses_images(tmp_path, photo):
+    p = tmp_path / "i.nc"
+    p.write_bytes(ncodec.encode(photo, quality=20))
+    with pytest.raises(ncodec.BadInput, match="holds image"):
+        ncodec.audio.read(p)
+
+
+def test_write_mono_1d_and_bitrate(tmp_path):
+    t = np.arange(16000) / 16000
+    info = ncodec.audio.write(tmp_path / "m.nc", 0.3 * np.sin(2 * np.pi * 440 * t), 16000, bitrate=24)
+    assert info.shape == (16000, 1) and info.kbps <= 24
