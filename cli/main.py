@@ -162,8 +162,10 @@ _AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 @click.option("--lenient", is_flag=True, help="Decode around damaged units instead of failing.")
 @click.option("--item", "item", type=int, default=None,
               help="Multi-item files: decode only this item (0-based) into OUTPUT.")
+@click.option("--start", type=float, default=None, help="Audio: first second to decode (only needed segments run).")
+@click.option("--end", type=float, default=None, help="Audio: second to stop at.")
 @click.pass_context
-def decode(ctx, input, output, force, lenient, item):
+def decode(ctx, input, output, force, lenient, item, start, end):
     """Decode a .nc file ('-' reads stdin). A multi-item file decodes into the folder OUTPUT, one file per
     item under its stored name (or one item with --item)."""
 
@@ -197,6 +199,19 @@ def decode(ctx, input, output, force, lenient, item):
             fmt = _AUDIO_FORMATS.get(ext, "WAV" if output == "-" else None)
             if fmt is None:
                 raise ncodec.BadInput(f"cannot write audio as {ext or 'no extension'}; use .wav or .flac")
+        if start is not None or end is not None:
+            if inf_media != "audio":
+                raise ncodec.BadInput("--start/--end apply to audio files")
+            if (start or 0) < 0 or (end is not None and end <= (start or 0)):
+                raise ncodec.BadInput("need 0 <= --start < --end (seconds)")
+            import ncodec.audio
+            from ncodec.media import write_audio
+
+            rate = header.rate_num
+            part, _ = ncodec.audio.read(head, int(round((start or 0) * rate)),
+                                        None if end is None else int(round(end * rate)), strict=not lenient)
+            _atomic_write(output, lambda f: write_audio(f, part, rate, fmt))
+            return
         _atomic_write(output, lambda f: api.decode_to(head, f, fmt, strict=not lenient))
 
     _run(ctx, work)

@@ -71,3 +71,20 @@ def test_write_mono_1d_and_bitrate(tmp_path):
     t = np.arange(16000) / 16000
     info = ncodec.audio.write(tmp_path / "m.nc", 0.3 * np.sin(2 * np.pi * 440 * t), 16000, bitrate=24)
     assert info.shape == (16000, 1) and info.kbps <= 24
+
+
+def test_cli_decodes_a_time_range(long_file, tmp_path):
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from ncodec_cli.main import main
+
+    path, _ = long_file
+    out = tmp_path / "part.wav"
+    res = CliRunner().invoke(main, ["decode", str(path), "-o", str(out), "--start", "4.5", "--end", "5.5"])
+    assert res.exit_code == 0, res.output
+    got, rate = sf.read(out, dtype="float32")
+    ref, _ = ncodec.audio.read(path, 72000, 88000)
+    assert rate == 16000 and got.shape == ref.shape and np.abs(got - ref).max() < 1.5 / 32768
+    res = CliRunner().invoke(main, ["decode", str(path), "-o", str(tmp_path / "x.wav"), "--start", "3", "--end", "2"])
+    assert res.exit_code == 3 and not (tmp_path / "x.wav").exists()
