@@ -237,8 +237,9 @@ def _decode_set(head: bytes, folder: str, force: bool, lenient: bool) -> None:
     import ncodec
     from ncodec.media import write_image
 
-    if folder == "-":
-        raise ncodec.BadInput("a multi-item file decodes into a folder, not stdout (or pick one with --item)")
+    if folder == "-" or Path(folder).suffix.lower() in _IMAGE_FORMATS:
+        raise ncodec.BadInput("this file holds several items: decode it into a folder (-o DIR) or pick one "
+                              "with --item N")
     items = ncodec.decode_items(head, strict=not lenient)
     out = Path(folder)
     if out.exists() and not out.is_dir():

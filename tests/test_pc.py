@@ -142,6 +142,8 @@ def test_cli_sets(tmp_path, digits):
         assert np.array_equal(np.asarray(Image.open(tmp_path / "back" / name)), np.asarray(Image.open(f)))
     res = r.invoke(main, ["decode", str(out), "-o", str(tmp_path / "back")])
     assert res.exit_code == 6  # would overwrite
+    res = r.invoke(main, ["decode", str(out), "-o", str(tmp_path / "all.png")])
+    assert res.exit_code == 3 and "--item" in res.output and not (tmp_path / "all.png").exists()
     res = r.invoke(main, ["decode", str(out), "--item", "3", "-o", str(tmp_path / "three.png")])
     assert res.exit_code == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "three.png")), digits[3])
