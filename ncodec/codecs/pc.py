@@ -22,6 +22,7 @@ from ..registry import register_codec
 from .base import Codec, Encoded, Rate
 
 ITEMS_PER_UNIT = 64  # items coded together in one unit (random access decodes one unit)
+UNITS_PER_PASS = 16  # units whose message passing runs together (1024 rows: ~0.2 GB of int64 messages)
 MSG_BITS = 30
 FREQ_BITS = 16
 
@@ -141,42 +142,61 @@ class TreeModel:
 
     def encode(self, x: np.ndarray) -> bytes:
         """x: (B, D) uint8 -> range-coded bytes."""
+        return self.encode_units([x])[0]
+
+    def decode(self, data: bytes, batch: int) -> np.ndarray:
+        return self.decode_units([data], [batch])[0]
+
+    def encode_units(self, chunks: list[np.ndarray]) -> list[bytes]:
+        """Several units in one pass: every unit keeps its own range coder (so its bytes are exactly those of
+        coding it alone: rows never influence each other), the message passing runs once for all rows."""
         import constriction
 
         from ..entropy.coding import _words_to_bytes
 
-        enc = constriction.stream.queue.RangeEncoder()
+        x = np.concatenate([np.asarray(c, np.int64) for c in chunks])
+        bounds = np.cumsum([0] + [len(c) for c in chunks])
+        encs = [constriction.stream.queue.RangeEncoder() for _ in chunks]
         model = constriction.stream.model.Categorical(perfect=False)
-        x = np.asarray(x, np.int64)
 
         def step(j, f):
-            enc.encode(x[:, j].astype(np.int32), model, f / float(1 << FREQ_BITS))
+            p = f / float(1 << FREQ_BITS)
+            col = x[:, j].astype(np.int32)
+            for e, a, b in zip(encs, bounds[:-1], bounds[1:]):
+                e.encode(col[a:b], model, p[a:b])
             return x[:, j]
 
         self.run(len(x), step)
-        return _words_to_bytes(enc.get_compressed())
+        return [_words_to_bytes(e.get_compressed()) for e in encs]
 
-    def decode(self, data: bytes, batch: int) -> np.ndarray:
+    def decode_units(self, datas: list[bytes], counts: list[int]) -> list[np.ndarray]:
+        """Inverse of :meth:`encode_units`: (count, D) uint8 per unit."""
         import constriction
 
         from ..entropy.coding import _bytes_to_words
 
-        words, pos = _bytes_to_words(data, 0)
-        if pos != len(data):
-            raise CorruptFile("unexpected bytes after the coded pixels; the file is damaged")
-        dec = constriction.stream.queue.RangeDecoder(words)
+        decs = []
+        for data in datas:
+            words, pos = _bytes_to_words(data, 0)
+            if pos != len(data):
+                raise CorruptFile("unexpected bytes after the coded pixels; the file is damaged")
+            decs.append(constriction.stream.queue.RangeDecoder(words))
         model = constriction.stream.model.Categorical(perfect=False)
-        out = np.zeros((batch, self.d), np.int64)
+        bounds = np.cumsum([0] + list(counts))
+        out = np.zeros((bounds[-1], self.d), np.int64)
 
         def step(j, f):
-            try:
-                out[:, j] = dec.decode(model, f / float(1 << FREQ_BITS))
-            except Exception as exc:
-                raise CorruptFile(f"entropy decoding failed ({exc}); the file is damaged") from None
+            p = f / float(1 << FREQ_BITS)
+            for dec, a, b in zip(decs, bounds[:-1], bounds[1:]):
+                try:
+                    out[a:b, j] = dec.decode(model, p[a:b])
+                except Exception as exc:
+                    raise CorruptFile(f"entropy decoding failed ({exc}); the file is damaged") from None
             return out[:, j]
 
-        self.run(batch, step)
-        return out.astype(np.uint8)
+        self.run(int(bounds[-1]), step)
+        out = out.astype(np.uint8)
+        return [out[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     def bits(self, x: np.ndarray) -> np.ndarray:
         """Model cross-entropy of each image in bits (the integer pmfs actually used for coding)."""
@@ -231,10 +251,12 @@ class PcCodec(Codec):
                                f"{'x'.join(map(str, a.shape))} {a.dtype} (natural RGB images are not supported "
                                f"by the pc codec yet)")
             flat[i] = a.reshape(-1)
+        firsts = list(range(0, len(items), ITEMS_PER_UNIT))
         units = []
-        for first in range(0, len(items), ITEMS_PER_UNIT):
-            chunk = flat[first : first + ITEMS_PER_UNIT]
-            units.append(Unit((first, len(chunk), 0, 0), tm.encode(chunk)))
+        for group in range(0, len(firsts), UNITS_PER_PASS):  # many units share one pass (bounded memory)
+            part = firsts[group : group + UNITS_PER_PASS]
+            chunks = [flat[f : f + ITEMS_PER_UNIT] for f in part]
+            units += [Unit((f, len(c), 0, 0), data) for f, c, data in zip(part, chunks, tm.encode_units(chunks))]
         header = Header(MediaKind.IMAGE, self.codec_id, self.version, (h, w, 1), model_id=card.id,
                         weights_hash=card.hash8, rate_kind=RateKind.NONE, colour=1, entropy_coder=2,
                         items=len(items))
@@ -263,6 +285,7 @@ class PcCodec(Codec):
             raise BadInput(f"item {bad[0]} is out of range (the file holds {header.items})")
         out = {}
         h, w = tm.shape
+        todo = []
         for u in units:
             first, count = u.key[0], u.key[1]
             if not want.intersection(range(first, first + count)):
@@ -271,9 +294,12 @@ class PcCodec(Codec):
                 for i in range(first, first + count):
                     out[i] = np.zeros((h, w, 1), np.uint8)  # lenient read: damaged unit -> black items
                 continue
-            px = tm.decode(u.data, count)
-            for i in range(count):
-                out[first + i] = px[i].reshape(h, w, 1)
+            todo.append(u)
+        for group in range(0, len(todo), UNITS_PER_PASS):
+            part = todo[group : group + UNITS_PER_PASS]
+            for u, px in zip(part, tm.decode_units([u.data for u in part], [u.key[1] for u in part])):
+                for i in range(u.key[1]):
+                    out[u.key[0] + i] = px[i].reshape(h, w, 1)
         return [out[i] for i in sorted(want)]
 
     def symbols_digest(self, header: Header, units: list[Unit]) -> str:
