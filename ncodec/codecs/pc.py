@@ -236,6 +236,8 @@ class PcCodec(Codec):
         return self._models[card.id]
 
     def encode(self, data, media: str, rate: Rate, **info) -> Encoded:
+        if any(v is not None for v in (rate.quality, rate.bpp, rate.kbps)):
+            raise BadInput("the pc codec is lossless: --quality/--bpp/--bitrate do not apply")
         items = data if isinstance(data, list) else [data]
         card, tm = self.model()
         h, w = tm.shape
