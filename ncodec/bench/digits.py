@@ -4,14 +4,13 @@ dimension come from the bytes of the files written (the .nc header and item name
 checked bit-exact."""
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .lossless import CODECS as CLASSICAL, SETTINGS
+from .lossless import CODECS as CLASSICAL, SETTINGS, run_one
 
 
 def load_digits(data: Path, start: int, count: int) -> np.ndarray:
@@ -26,19 +25,8 @@ def load_digits(data: Path, start: int, count: int) -> np.ndarray:
 
 
 def _classical(name: str, img: np.ndarray) -> tuple[int, float, float, bool]:
-    from PIL import Image
-
-    if name == "jxl-ll":
-        import pillow_jxl  # noqa: F401
-    fmt, kw = CLASSICAL[name]
-    buf = io.BytesIO()
-    t0 = time.perf_counter()
-    Image.fromarray(img).save(buf, fmt, **kw)
-    t1 = time.perf_counter()
-    with Image.open(io.BytesIO(buf.getvalue())) as d:
-        out = np.asarray(d.convert("L"))
-    t2 = time.perf_counter()
-    return len(buf.getvalue()), t1 - t0, t2 - t1, bool(np.array_equal(out, img))
+    r = run_one(name, img)
+    return r["bytes"], r["enc_s"], r["dec_s"], r["exact"]
 
 
 def tile(imgs: np.ndarray, cols: int = 20) -> np.ndarray:
