@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -83,6 +84,9 @@ def _atomic_write(out: str, write_fn) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -107,9 +111,18 @@ def main(ctx, debug):
 @click.option("--bpp", type=float, default=None, help="Target bits per pixel (images): largest rate that fits.")
 @click.option("--bitrate", type=float, default=None, help="Target kbit/s (audio).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--frames", "frame_range", default=None, metavar="A:B",
+              help="Video: encode only frames A..B-1 (either side may be empty).")
+@click.option("--time-budget", type=float, default=None,
+              help="Video: seconds of fitting (default: about 6 s per CIF-sized frame).")
+@click.option("--fps", type=float, default=25.0, show_default=True, help="Video from a folder of frames: frame rate.")
+@click.option("--plus", is_flag=True, help="Video (nerv/nirvana): NeRV++ blocks (bilinear skip + separable conv).")
 @click.pass_context
-def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force):
-    """Encode a media file (image or audio; '-' reads stdin) into a .nc file.
+def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range, time_budget, fps, plus):
+    """Encode a media file (image, audio or video; '-' reads stdin) into a .nc file.
+
+    Video (a file PyAV reads: .mp4 .y4m .264 ..., or a folder of frames) is fitted, with progress and PSNR shown;
+    an interrupted video encode resumes from OUTPUT.ckpt/ when run again with the same settings.
 
     Several images (same kind and size) go into one multi-item file with a multi-item codec, e.g.
     `ncodec encode --codec pc digits/*.png -o digits.nc`; `ncodec decode digits.nc -o DIR` restores them.
@@ -129,8 +142,14 @@ def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force):
         import ncodec
 
         for i in inputs:
-            if i != "-" and not Path(i).is_file():
+            if i != "-" and not Path(i).is_file() and not (len(inputs) == 1 and Path(i).is_dir()):
                 raise FileNotFoundError(f"input {i} does not exist or is not a file")
+        from ncodec.api import _is_video_name
+
+        if src != "-" and (Path(src).is_dir() or _is_video_name(src)):
+            return _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_budget, fps, plus)
+        if frame_range or time_budget is not None or plus:
+            raise ncodec.BadInput("--frames, --time-budget and --plus apply to video inputs")
         if len(inputs) > 1:
             blob = ncodec.encode_items(list(inputs), codec=codec)
             _atomic_write(output, lambda f: f.write(blob))
@@ -151,6 +170,42 @@ def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force):
                    err=True)
 
 
+def _frame_range(text: str | None) -> tuple[int, int | None] | None:
+    if text is None:
+        return None
+    import ncodec
+
+    try:
+        a, b = text.split(":")
+        return int(a or 0), (int(b) if b else None)
+    except ValueError:
+        raise ncodec.BadInput(f"--frames wants A:B (frame numbers), got {text!r}") from None
+
+
+def _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_budget, fps, plus) -> bytes:
+    import ncodec
+
+    if output == "-":
+        raise ncodec.BadInput("video encodes need an output file (its checkpoint folder sits beside it)")
+    ckpt = Path(output + ".ckpt")
+    if (ckpt / "encode.json").exists():
+        click.echo(f"resuming from {ckpt}", err=True)
+    t0 = time.time()
+
+    def progress(g, groups, epoch, epochs, psnr):
+        if epoch == 1 or epoch % 10 == 0:
+            click.echo(f"\rgroup {g + 1}/{groups} step {epoch}/{epochs} PSNR {psnr:.2f} dB "
+                       f"({time.time() - t0:.0f} s)", err=True, nl=False)
+
+    blob = ncodec.encode(src, codec=codec, quality=quality, bpp=bpp, bitrate=bitrate, media="video",
+                         frames=_frame_range(frame_range), fps=fps,
+                         options={"time_budget": time_budget, "progress": progress, "checkpoint": str(ckpt),
+                                  "plus": plus})
+    click.echo("", err=True)
+    _atomic_write(output, lambda f: f.write(blob))
+    return blob
+
+
 _IMAGE_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".webp": "WEBP"}
 _AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 
@@ -164,8 +219,10 @@ _AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
               help="Multi-item files: decode only this item (0-based) into OUTPUT.")
 @click.option("--start", type=float, default=None, help="Audio: first second to decode (only needed segments run).")
 @click.option("--end", type=float, default=None, help="Audio: second to stop at.")
+@click.option("--frames", "frame_range", default=None, metavar="A:B",
+              help="Video: decode only frames A..B-1 (only the groups holding them run).")
 @click.pass_context
-def decode(ctx, input, output, force, lenient, item, start, end):
+def decode(ctx, input, output, force, lenient, item, start, end, frame_range):
     """Decode a .nc file ('-' reads stdin). A multi-item file decodes into the folder OUTPUT, one file per
     item under its stored name (or one item with --item)."""
 
@@ -190,6 +247,10 @@ def decode(ctx, input, output, force, lenient, item, start, end):
             return
         inf_media = header.media.name.lower()
         ext = Path(output).suffix.lower() if output != "-" else ""
+        if frame_range is not None and inf_media != "video":
+            raise ncodec.BadInput("--frames applies to video files")
+        if inf_media == "video":
+            return _decode_video(head, output, ext, frame_range, force)
         if inf_media == "image":
             fmt = _IMAGE_FORMATS.get(ext, "PNG" if output == "-" else None)
             if fmt is None:
@@ -215,6 +276,29 @@ def decode(ctx, input, output, force, lenient, item, start, end):
         _atomic_write(output, lambda f: api.decode_to(head, f, fmt, strict=not lenient))
 
     _run(ctx, work)
+
+
+def _decode_video(head: bytes, output: str, ext: str, frame_range, force: bool) -> None:
+    """To .y4m / .mp4 (written through a temporary file) or, for a folder, one PNG per frame."""
+    import ncodec.video
+    from ncodec.media import write_image
+    from ncodec.media.video import write_video
+
+    a, b = _frame_range(frame_range) or (0, None)
+    video = ncodec.video.open(head)
+    if ext in (".y4m", ".mp4"):  # frames are decoded group by group while writing
+        _atomic_write(output, lambda f: write_video(f, video.iter_frames(a, b), video.fps, ext[1:],
+                                                    video.shape[1:3]))
+        return
+    if output == "-" or ext:
+        raise ncodec.BadInput(f"cannot write video as {ext or 'stdout'}; use .y4m, .mp4 or a folder for PNG frames")
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in zip(range(*slice(a, b).indices(len(video))), video.iter_frames(a, b)):
+        dest = folder / f"frame{i:06d}.png"
+        if dest.exists() and not force:
+            raise FileExistsError(f"{dest} exists; use --force to overwrite")
+        _atomic_write(str(dest), lambda f, fr=frame: write_image(f, fr, "PNG"))
 
 
 def _safe_item_name(name: str, index: int, used: set) -> str:
@@ -369,22 +453,26 @@ def bench(ctx, kind, codecs, data, limit, first, rates, out_dir, anchor, jobs):
 
 
 @main.command()
-@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "pc-digits"]))
+@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "pc-digits", "rvq"]))
 @click.option("--run", "run_dir", default=None, help="Checkpoint folder (default: runs/RECIPE).")
 @click.option("--steps", default=None, type=int,
-              help="Training steps (walloc, default 20000) or EM passes (pc, default 7).")
+              help="Training steps (walloc 20000, rvq 9000 by default) or EM passes (pc, default 7).")
 @click.option("--hidden", default=16, show_default=True, help="pc: hidden states per pixel.")
 @click.option("--data", default=None, help="Corpus folder (default: $NCODEC_CORPUS or ../shared/corpus).")
 @click.option("--batch", default=None, type=int, help="Batch size (default: 8 images, 16 audio crops).")
 @click.option("--crop", default=None, type=int, help="Crop size (default: 128 px images, 16384 samples audio).")
-@click.option("--lr", default=3e-4, show_default=True)
+@click.option("--lr", default=None, type=float, help="Learning rate (default: walloc 3e-4, rvq 6e-4).")
+@click.option("--extra", multiple=True, help="rvq: more audio folders to train on (repeatable), e.g. Debian's "
+              "wesnoth-1.16-music unpacked (see docs/training.md).")
+@click.option("--groups", default=1, show_default=True, help="rvq: 1 residual VQ, G > 1 group-residual VQ.")
 @click.option("--ste-after", default=None, type=int,
               help="walloc: step from which the rate term uses rounded symbols instead of noise (default: never).")
 @click.option("--lambda-scale", default=1.0, show_default=True,
               help="walloc: multiply the rate-distortion lambda ladder (lower = lower rates).")
 @click.option("--export", "export_to", default=None, help="After training, write weights + card here.")
 @click.pass_context
-def train(ctx, recipe, run_dir, steps, hidden, data, batch, crop, lr, ste_after, lambda_scale, export_to):
+def train(ctx, recipe, run_dir, steps, hidden, data, batch, crop, lr, ste_after, lambda_scale, extra, groups,
+          export_to):
     """Train (or resume) a model recipe; checkpoints go to --run."""
 
     run_dir = run_dir or f"runs/{recipe}"
@@ -399,11 +487,22 @@ def train(ctx, recipe, run_dir, steps, hidden, data, batch, crop, lr, ste_after,
                 card = pc.export(Path(run_dir), Path(export_to))
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
+        if recipe == "rvq":
+            from ncodec.train import rvq
+
+            log = lambda m: click.echo(m, err=True)  # noqa: E731
+            rvq.train(Path(run_dir), steps or 9000, data, batch=batch or 16, crop=crop or 16000, lr=lr or 6e-4,
+                      extra=extra, config={"groups": groups, "n_q": 24 // groups}, log=log)
+            if export_to:
+                card = rvq.export(Path(run_dir), Path(export_to), data=data, extra=extra, log=log)
+                click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
+            return
         from ncodec.train import walloc
 
         steps_ = steps or 20000
         audio = recipe == "walloc-audio"
-        walloc.train(Path(run_dir), steps_, data, batch=batch or (16 if audio else 8), crop=crop or (16384 if audio else 128), lr=lr,
+        walloc.train(Path(run_dir), steps_, data, batch=batch or (16 if audio else 8), crop=crop or (16384 if audio else 128),
+                     lr=lr or 3e-4,
                      log=lambda m: click.echo(m, err=True), recipe=recipe, ste_after=ste_after,
                      lambda_scale=lambda_scale)
         if export_to:

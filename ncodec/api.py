@@ -51,7 +51,7 @@ class Info:
 
 @dataclass
 class Decoded:
-    data: np.ndarray  # image: uint8 (H, W, 3); audio: float32 (frames, channels)
+    data: np.ndarray  # image: uint8 (H, W, 3); audio: float32 (frames, channels); video: uint8 (T, H, W, 3)
     info: Info
 
     @property
@@ -78,6 +78,10 @@ def _info(f: container.NcFile, size: int) -> Info:
     bpp = kbps = None
     if media == "image":
         bpp = 8 * size / (h.shape[0] * h.shape[1] * max(h.items, 1))
+    elif media == "video":
+        bpp = 8 * size / (h.shape[0] * h.shape[1] * h.shape[2])
+        if h.rate_num and h.rate_den:
+            kbps = 8 * size / (h.shape[0] * h.rate_den / h.rate_num) / 1000
     elif media == "audio" and h.rate_num:
         seconds = h.shape[0] / h.rate_num
         kbps = 8 * size / seconds / 1000 if seconds else None
@@ -94,16 +98,28 @@ def info(src) -> Info:
 
 def encode(src, codec: str | None = None, quality: float | None = None, bpp: float | None = None,
            bitrate: float | None = None, media: str | None = None, sample_rate: int | None = None,
-           name: str | None = None, meta: dict | None = None) -> bytes:
-    """Encode a media file path, its bytes, or an array (uint8 HxWx3 image, or float audio with
-    ``sample_rate``) into .nc bytes. Give at most one of quality / bpp / bitrate (kbps)."""
+           name: str | None = None, meta: dict | None = None, frames: tuple[int, int | None] | None = None,
+           fps: float = 25.0, options: dict | None = None) -> bytes:
+    """Encode a media file path, its bytes, or an array (uint8 HxWx3 image, float audio with ``sample_rate``,
+    or uint8 (frames, H, W, 3) video with ``media="video"``) into .nc bytes. Give at most one of quality / bpp /
+    bitrate (kbps). Video: a file PyAV reads or a folder of frames; ``frames=(a, b)`` encodes only that range
+    (``fps`` for folders and arrays); ``options`` go to the codec (video: ``time_budget`` seconds,
+    ``progress`` callback, ``checkpoint`` folder for a resumable encode, ``plus`` for NeRV++ blocks)."""
     from .codecs.base import Rate
     from .media import detect_media, read_image
     from .media.audio import ArraySource, FileSource
 
     if sum(v is not None for v in (quality, bpp, bitrate)) > 1:
         raise BadInput("give at most one of quality, bpp and bitrate")
-    if isinstance(src, np.ndarray):
+    if media == "video" or (media is None and not isinstance(src, (np.ndarray, bytes, bytearray))
+                            and (Path(os.fspath(src)).is_dir() or _is_video_name(src))):
+        from .media.video import open_source
+
+        media = "video"
+        if not isinstance(src, np.ndarray):
+            name = name or Path(os.fspath(src)).name
+        arr = open_source(src, frames, fps)
+    elif isinstance(src, np.ndarray):
         arr = src
         media = media or ("audio" if sample_rate else "image")
         if media == "audio":
@@ -129,7 +145,7 @@ def encode(src, codec: str | None = None, quality: float | None = None, bpp: flo
     cdc = _codec(codec_id)
 
     def final(rate: Rate) -> bytes:
-        enc = cdc.encode(arr, media, rate)
+        enc = cdc.encode(arr, media, rate, **(options or {}))
         extra = dict(meta or {})
         extra.update(enc.achieved)
         return container.write(enc.header, enc.units, meta=extra or None, name=name)
@@ -138,6 +154,12 @@ def encode(src, codec: str | None = None, quality: float | None = None, bpp: flo
     if target is None or not getattr(cdc, "quality_search", False):
         return final(Rate(quality, bpp, bitrate))
     return _search_quality(final, target, "bpp" if bpp is not None else "kbps")
+
+
+def _is_video_name(src) -> bool:
+    from .media.video import VIDEO_EXT
+
+    return Path(os.fspath(src)).suffix.lower() in VIDEO_EXT
 
 
 def _rate_of(blob: bytes, unit: str) -> float:

@@ -43,9 +43,14 @@ def read(src, start: int = 0, stop: int | None = None, strict: bool = True) -> t
     start, stop, _ = slice(start, stop).indices(frames)
     out = np.zeros((max(stop - start, 0), channels), np.float32)
     if stop > start:
-        for first, block in codec.decode_segments(f.header, _segments_overlapping(f.units, start, stop)):
+        if hasattr(codec, "units_for_range"):  # codecs whose segments overlap say which units a range needs
+            units = codec.units_for_range(f.header, f.units, start, stop)
+        else:
+            units = _segments_overlapping(f.units, start, stop)
+        for first, block in codec.decode_segments(f.header, units):
             lo, hi = max(first, start), min(first + len(block), stop)
-            out[lo - start : hi - start] = block[lo - first : hi - first]
+            if hi > lo:
+                out[lo - start : hi - start] = block[lo - first : hi - first]
     return out, f.header.rate_num
 
 

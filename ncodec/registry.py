@@ -14,10 +14,13 @@ from .errors import UnknownCodec
 CODEC_MODULES: dict[str, str] = {
     "walloc": "ncodec.codecs.walloc",
     "pc": "ncodec.codecs.pc",
+    "rvq": "ncodec.codecs.rvq",
+    "nerv": "ncodec.codecs.nerv",
+    "nirvana": "ncodec.codecs.nerv",
 }
 
 # media kind -> default codec id
-DEFAULTS: dict[str, str] = {"image": "walloc", "audio": "walloc"}
+DEFAULTS: dict[str, str] = {"image": "walloc", "audio": "walloc", "video": "nirvana"}
 
 _CLASSES: dict[str, type] = {}
 

@@ -1,7 +1,8 @@
 """Shipped models: cards in models/*.json, weights in safetensors, SHA-256 checked at load.
 
 A card is JSON with at least ``id``, ``codec``, ``media``, ``file`` and ``sha256``. Models are looked up in
-$NCODEC_MODELS (if set) and then in the models/ folder of this project.
+$NCODEC_MODELS (if set) and then in the models/ folder of this project; when a file names no model, the encoder
+uses the highest id of the first folder that has a model for the codec and media.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class ModelCard:
     path: Path
     sha256: str
     card: dict = field(hash=False, compare=False)
+    rank: int = field(default=0, hash=False, compare=False)  # position of its folder in model_dirs()
 
     @property
     def hash8(self) -> bytes:
@@ -39,11 +41,13 @@ class ModelCard:
 
 def cards() -> dict[str, ModelCard]:
     found: dict[str, ModelCard] = {}
-    for d in reversed(model_dirs()):  # earlier dirs win
+    dirs = model_dirs()
+    for rank, d in reversed(list(enumerate(dirs))):  # earlier dirs win
         for p in sorted(d.glob("*.json")):
             try:
                 c = json.loads(p.read_text())
-                found[c["id"]] = ModelCard(c["id"], c["codec"], c["media"], d / c["file"], c["sha256"].lower(), c)
+                found[c["id"]] = ModelCard(c["id"], c["codec"], c["media"], d / c["file"], c["sha256"].lower(), c,
+                                           rank)
             except (KeyError, ValueError, OSError):
                 continue
     return found
@@ -60,7 +64,8 @@ def find(codec: str, media: str, model_id: str | None = None) -> ModelCard:
     matches = [c for c in all_cards.values() if c.codec == codec and c.media == media]
     if not matches:
         raise ModelMismatch(f"no {media} model for codec {codec!r} is installed")
-    return sorted(matches, key=lambda c: c.id)[-1]
+    # the newest id of the first folder that has one: models in $NCODEC_MODELS take over from the shipped ones
+    return sorted(matches, key=lambda c: (-c.rank, c.id))[-1]
 
 
 def sha256_file(path: Path) -> str:

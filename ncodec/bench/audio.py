@@ -17,7 +17,12 @@ CLASSICAL = {
     "mp3": ("mp3", "libmp3lame", None, [32, 48, 64, 96, 128]),
     "aac": ("adts", "aac", None, [24, 32, 48, 64, 96, 128]),
 }
-LEARNED_RATES = [0, 25, 50, 75, 100]
+LEARNED_RATES = [0, 25, 50, 75, 100]  # quality settings of learned codecs, unless listed below
+LEARNED_KBPS = {"rvq": [1.5, 3, 6, 9, 12]}  # codecs whose bench setting is a nominal bitrate (kbps)
+
+
+def rates_for(name: str) -> list[float]:
+    return CLASSICAL[name][3] if name in CLASSICAL else LEARNED_KBPS.get(name, LEARNED_RATES)
 SETTINGS = {"opus": "PyAV libopus (Ogg), 48 kHz, bit_rate = target", "mp3": "PyAV libmp3lame, bit_rate = target",
             "aac": "PyAV FFmpeg aac (ADTS), bit_rate = target"}
 
@@ -104,10 +109,14 @@ def align(ref: np.ndarray, dec: np.ndarray, max_lag: int = 4000) -> np.ndarray:
     return out
 
 
-def learned_round_trip(name: str, sig: np.ndarray, rate: int, quality: float) -> tuple[int, np.ndarray]:
+def learned_round_trip(name: str, sig: np.ndarray, rate: int, setting: float) -> tuple[int, np.ndarray]:
+    """Through the real container; ``setting`` is a nominal kbps for codecs in LEARNED_KBPS, else a quality."""
     import ncodec
 
-    blob = ncodec.encode(sig, codec=name, quality=quality, sample_rate=rate)
+    if name in LEARNED_KBPS:
+        blob = ncodec.encode(sig, codec=name, bitrate=setting, sample_rate=rate)
+    else:
+        blob = ncodec.encode(sig, codec=name, quality=setting, sample_rate=rate)
     return len(blob), ncodec.decode(blob).data
 
 

@@ -263,7 +263,7 @@ def run_audio(codecs: list[str], data: Path, out: Path, limit: int | None = None
     cache = _load_cache(cache_path, tags)
     names = {f: str(f.relative_to(data)) for f in files}
     jobs = [(c, f, r) for c in codecs for f in files
-            for r in (rates or (ab.CLASSICAL[c][3] if c in ab.CLASSICAL else ab.LEARNED_RATES))]
+            for r in (rates or ab.rates_for(c))]
     todo = [j for j in jobs if (j[0], names[j[1]], j[2]) not in cache]
     with open(cache_path, "a") as cf:
         for i, (c, f, r) in enumerate(sorted(todo, key=lambda j: (str(j[1]), j[0], j[2]))):

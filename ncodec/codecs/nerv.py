@@ -1,0 +1,565 @@
+"""Implicit neural video codecs: NeRV (optionally with NeRV++ blocks) and NIRVANA-style group chaining.
+
+Encoding is fitting: a small network maps a frame's time t to the whole frame. Frames are cut into groups
+(container units); each group gets its own network, fitted on the CPU (or a GPU when there is one), its weights
+quantised per tensor to ``bits`` and entropy-coded with constriction (Gaussian tables chosen by an integer
+index, so the decoder's tables never depend on float noise). Decoding evaluates the network at the wanted t
+only, so any frame range decodes without touching the other groups.
+
+Network (``NervConfig``): t -> sin/cos positional encoding (``pe`` levels, base 1.25) -> MLP embedding e ->
+low-rank linear map to a (c0, H/32, W/32) grid -> five blocks (3x3 conv, pixel shuffle x2, FiLM from e, GELU)
+-> 3x3 conv -> sigmoid. NeRV++ blocks add a bilinear-upsampled skip (1x1 conv) around the upsampling and a
+depthwise-separable residual conv after it.
+
+``nirvana``: groups are short; group k's network starts from group k-1's fitted weights (fewer steps) and is
+coded as the integer residual of its quantised weights against group k-1's, on group k-1's quantisation
+steps; every ``intra`` groups one is coded alone, so random access and damage stay bounded. The last quarter of
+each group's steps trains through the quantiser (straight-through), as NIRVANA's quantisation-aware training.
+The paper's patch-wise prediction is not done: frames are predicted whole.
+
+HEAD params: ``PARAMS`` (variant, group frames, pe levels, embed, rank, c0, 5 widths, bits, intra period).
+Unit key: (first frame, frames, group index, reference group or 0xFFFF... see FORMAT.md section 9).
+Payload: n_tensors:varint, per tensor `step:f32 scale:u8`, then one indexed stream of all weights' integers.
+"""
+from __future__ import annotations
+
+import math
+import struct
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..container import Header, MediaKind, RateKind, Unit
+from ..errors import BadInput, CorruptFile, UnsupportedVersion
+from ..registry import register_codec
+from .base import Codec, Encoded, Rate
+
+PARAMS = struct.Struct("<BHBHBB5HBB")
+UP = 32  # total upsampling of the five blocks
+N_SCALES = 64
+SCALE_MIN, SCALE_MAX = 0.05, 2000.0
+
+
+@dataclass(frozen=True)
+class NervConfig:
+    height: int
+    width: int
+    plus: bool = False  # NeRV++ blocks
+    group: int = 60  # frames per group (unit)
+    pe: int = 16
+    embed: int = 64
+    rank: int = 16
+    c0: int = 16
+    widths: tuple = (24, 24, 18, 12, 8)
+    bits: int = 8
+    intra: int = 1  # nirvana: every intra-th group is coded alone (1: every group, plain NeRV)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return -(-self.height // UP), -(-self.width // UP)
+
+    def pack(self) -> bytes:
+        return PARAMS.pack(int(self.plus), self.group, self.pe, self.embed, self.rank, self.c0, *self.widths,
+                           self.bits, self.intra)
+
+    @classmethod
+    def unpack(cls, params: bytes, height: int, width: int) -> "NervConfig":
+        try:
+            plus, group, pe, embed, rank, c0, *rest = PARAMS.unpack(params)
+        except struct.error:
+            raise CorruptFile("nerv parameters are malformed") from None
+        widths, bits, intra = tuple(rest[:5]), rest[5], rest[6]
+        cfg = cls(height, width, bool(plus), group, pe, embed, rank, c0, widths, bits, intra)
+        if not (1 <= group <= 4096 and 1 <= pe <= 32 and 1 <= embed <= 1024 and 1 <= rank <= 256
+                and 1 <= c0 <= 256 and all(1 <= w <= 512 for w in widths) and 2 <= bits <= 16 and intra >= 1
+                and plus in (0, 1)):
+            raise CorruptFile("nerv parameters are out of range")
+        return cfg
+
+
+def _net_class():
+    """The torch module, defined on first use so importing this file does not import torch."""
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, embed, plus):
+            super().__init__()
+            self.conv = nn.Conv2d(cin, cout * 4, 3, padding=1)
+            self.film = nn.Linear(embed, 2 * cout)
+            self.plus = plus
+            if plus:
+                self.skip = nn.Conv2d(cin, cout, 1)
+                self.dw = nn.Conv2d(cout, cout, 3, padding=1, groups=cout)
+                self.pw = nn.Conv2d(cout, cout, 1)
+
+        def forward(self, x, e):
+            y = F.pixel_shuffle(self.conv(x), 2)
+            g, b = self.film(e)[:, :, None, None].chunk(2, 1)
+            y = F.gelu(y * (1 + g) + b)
+            if self.plus:
+                y = y + self.skip(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+                y = y + self.pw(F.gelu(self.dw(y)))
+            return y
+
+    class NervNet(nn.Module):
+        def __init__(self, cfg: NervConfig):
+            super().__init__()
+            self.cfg = cfg
+            self.mlp = nn.Sequential(nn.Linear(2 * cfg.pe, cfg.embed), nn.GELU(), nn.Linear(cfg.embed, cfg.embed),
+                                     nn.GELU())
+            gh, gw = cfg.grid
+            self.down = nn.Linear(cfg.embed, cfg.rank)
+            self.grid = nn.Linear(cfg.rank, cfg.c0 * gh * gw)
+            chans = (cfg.c0,) + tuple(cfg.widths)
+            self.blocks = nn.ModuleList([Block(chans[i], chans[i + 1], cfg.embed, cfg.plus) for i in range(5)])
+            self.head = nn.Conv2d(chans[-1], 3, 3, padding=1)
+            freqs = math.pi * 1.25 ** torch.arange(cfg.pe, dtype=torch.float32)
+            self.register_buffer("freqs", freqs, persistent=False)
+
+        def forward(self, t):
+            """t: (B,) in [0, 1] -> (B, 3, H, W) in [0, 1]."""
+            cfg = self.cfg
+            a = t[:, None] * self.freqs
+            e = self.mlp(torch.cat([torch.sin(a), torch.cos(a)], 1))
+            gh, gw = cfg.grid
+            x = self.grid(F.gelu(self.down(e))).view(-1, cfg.c0, gh, gw)
+            for blk in self.blocks:
+                x = blk(x, e)
+            return torch.sigmoid(self.head(x))[:, :, : cfg.height, : cfg.width]
+
+    return NervNet
+
+
+def _tables():
+    from ..entropy import gaussian_tables
+
+    global _TABLES
+    if _TABLES is None:
+        _TABLES = gaussian_tables(SCALE_MIN * (SCALE_MAX / SCALE_MIN) ** (np.arange(N_SCALES) / (N_SCALES - 1)))
+    return _TABLES
+
+
+_TABLES = None
+
+
+def _scale_index(ints: np.ndarray) -> int:
+    """Table for a tensor's integers: nearest scale to their RMS (an integer computation on integers)."""
+    rms = math.sqrt(float(np.mean(ints.astype(np.float64) ** 2))) if ints.size else 0.0
+    if rms <= SCALE_MIN:
+        return 0
+    return min(N_SCALES - 1, int(round(math.log(rms / SCALE_MIN) / math.log(SCALE_MAX / SCALE_MIN) * (N_SCALES - 1))))
+
+
+def _times(first: int, n: int, cfg: NervConfig):
+    """t of frames first..first+n-1 inside their group (group-relative, in [0, 1])."""
+    import torch
+
+    span = max(cfg.group - 1, 1)
+    return torch.arange(first, first + n, dtype=torch.float32) / span
+
+
+def pack_weights(ints: list[np.ndarray], steps: list[float]) -> bytes:
+    from ..entropy import encode_indexed
+    from ..entropy.coding import write_varint
+
+    out = bytearray()
+    write_varint(out, len(ints))
+    idx = []
+    for q, s in zip(ints, steps):
+        k = _scale_index(q)
+        out += struct.pack("<fB", s, k)
+        idx.append(np.full(q.size, k, np.int64))
+    flat = np.concatenate([q.reshape(-1) for q in ints]).astype(np.int32)
+    return bytes(out) + encode_indexed(flat, np.concatenate(idx), _tables())
+
+
+def unpack_weights(data: bytes, shapes: list[tuple]) -> tuple[list[np.ndarray], list[float]]:
+    from ..entropy import decode_indexed
+    from ..entropy.coding import read_varint
+
+    try:
+        n, pos = read_varint(data, 0)
+        if n != len(shapes):
+            raise CorruptFile(f"unit holds {n} tensors, the configuration needs {len(shapes)}")
+        steps, idx = [], []
+        for shp in shapes:
+            s, k = struct.unpack_from("<fB", data, pos)
+            pos += 5
+            if not (math.isfinite(s) and s > 0) or k >= N_SCALES:
+                raise CorruptFile("nerv tensor header is out of range")
+            steps.append(s)
+            idx.append(np.full(math.prod(shp), k, np.int64))
+    except (struct.error, IndexError):
+        raise CorruptFile("nerv unit is truncated") from None
+    flat, _ = decode_indexed(data, np.concatenate(idx), _tables(), pos)
+    out, p = [], 0
+    for shp in shapes:
+        size = math.prod(shp)
+        out.append(flat[p : p + size].reshape(shp))
+        p += size
+    return out, steps
+
+
+class _Fitter:
+    """Fits one group's network; quantisation per tensor (symmetric, ``bits``), QAT at the end for nirvana."""
+
+    def __init__(self, cfg: NervConfig, device: str):
+        import torch
+
+        self.cfg, self.device = cfg, device
+        torch.manual_seed(0)
+        self.net = _net_class()(cfg).to(device)
+
+    def names(self):
+        return [k for k, _ in self.net.named_parameters()]
+
+    def steps_for(self) -> list[float]:
+        top = 2 ** (self.cfg.bits - 1) - 1
+        return [max(float(p.detach().abs().max()), 1e-8) / top for p in self.net.parameters()]
+
+    qat_steps = None  # the steps QAT trained on, once it started
+
+    def fit(self, frames: np.ndarray, first: int, epochs: int, budget_s: float, lr: float, qat=None,
+            progress=None, state=None, save=None):
+        """frames (n, H, W, 3) uint8 of this group, frame indices first.. (group-relative). Returns final PSNR."""
+        import torch
+        import torch.nn.functional as F
+
+        net = self.net
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255).to(self.device)
+        t = _times(first, len(frames), self.cfg).to(self.device)
+        opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.99))
+        start_epoch = 0
+        if state is not None:
+            net.load_state_dict(state["net"])
+            opt.load_state_dict(state["opt"])
+            start_epoch = state["epoch"]
+        batch = max(1, min(len(frames), 4))
+        t0, last_save = time.time(), time.time()
+        # QAT for the last quarter of the steps, or of the time budget, whichever comes first
+        qat_from = int(epochs * 0.75) if qat is not None else epochs + 1
+        gen = torch.Generator().manual_seed(start_epoch)
+        psnr = float("nan")
+        for ep in range(start_epoch, epochs):
+            for g in opt.param_groups:
+                g["lr"] = lr * (0.5 * (1 + math.cos(math.pi * ep / epochs))) * min(1.0, (ep + 1) / 10)
+            order = torch.randperm(len(frames), generator=gen)
+            mse_sum = 0.0
+            for i in range(0, len(frames), batch):
+                b = order[i : i + batch]
+                if qat is not None and self.qat_steps is None and (ep >= qat_from or time.time() - t0 > 0.75 * budget_s):
+                    self.qat_steps = self.steps_for() if qat == "auto" else list(qat)
+                if self.qat_steps is not None:
+                    y = self._qat_forward(t[b], self.qat_steps)
+                else:
+                    y = net(t[b])
+                loss = F.mse_loss(y, x[b])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                mse_sum += loss.item() * len(b)
+            psnr = 10 * math.log10(1 / max(mse_sum / len(frames), 1e-12))
+            if progress:
+                progress(ep + 1, epochs, psnr)
+            if save and time.time() - last_save > 30:
+                save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": ep + 1})
+                last_save = time.time()
+            if time.time() - t0 > budget_s:
+                break
+        return psnr
+
+    def _qat_forward(self, t, steps):
+        """Forward pass with every weight rounded to its step (straight-through gradients)."""
+        import torch
+        from torch.func import functional_call
+
+        params = {}
+        for (name, p), s in zip(self.net.named_parameters(), steps):
+            params[name] = p + (torch.round(p / s) * s - p).detach()
+        return functional_call(self.net, params, (t,))
+
+    def quantise(self, steps, ref_ints=None) -> list[np.ndarray]:
+        """Integers of every parameter on ``steps``; with ``ref_ints``, the residual against them."""
+        out = []
+        for k, (p, s) in enumerate(zip(self.net.parameters(), steps)):
+            q = np.round(p.detach().cpu().double().numpy() / s).astype(np.int64)
+            out.append(q - ref_ints[k] if ref_ints is not None else q)
+        return out
+
+    def load_ints(self, ints, steps):
+        import torch
+
+        with torch.no_grad():
+            for p, q, s in zip(self.net.parameters(), ints, steps):
+                p.copy_(torch.from_numpy((q.astype(np.float64) * s).astype(np.float32)).reshape(p.shape))
+
+
+class _Decoder:
+    """Dequantised networks per group, built on demand (nirvana: following references)."""
+
+    def __init__(self, header: Header, units: list[Unit]):
+        frames, h, w, c = header.shape
+        if c != 3:
+            raise CorruptFile(f"nerv video with {c} channels")
+        self.cfg = NervConfig.unpack(header.params, h, w)
+        self.units = units
+        self.frames = frames
+        self.shapes = None
+        self.cache: dict[int, tuple] = {}
+
+    def _net(self):
+        net = _net_class()(self.cfg)
+        net.eval()
+        if self.shapes is None:
+            self.shapes = [tuple(p.shape) for p in net.parameters()]
+        return net
+
+    def ints(self, g: int, depth: int = 0):
+        """(integers, steps) of group g's weights (after adding references)."""
+        if g in self.cache:
+            return self.cache[g]
+        if g >= len(self.units) or depth > 4096:
+            raise CorruptFile(f"group {g} is missing")
+        unit = self.units[g]
+        first, n, gi, ref = unit.key
+        if gi != g or first != g * self.cfg.group or n < 1 or n > self.cfg.group or first + n > self.frames:
+            raise CorruptFile(f"group {unit.key} does not fit the video")
+        if unit.data is None:
+            raise CorruptFile(f"group {g} is damaged")
+        if self.shapes is None:
+            self._net()
+        ints, steps = unpack_weights(unit.data, self.shapes)
+        if ref:
+            if g == 0:
+                raise CorruptFile("the first group cannot have a reference")
+            prev, steps = self.ints(g - 1, depth + 1)
+            ints = [a + b for a, b in zip(ints, prev)]
+        self.cache[g] = (ints, steps)
+        if len(self.cache) > 8:
+            self.cache.pop(next(iter(self.cache)))
+        return ints, steps
+
+    def frames_of(self, g: int, a: int, b: int) -> np.ndarray:
+        """Frames a..b-1 (absolute indices, inside group g) as uint8 (n, H, W, 3)."""
+        import torch
+
+        ints, steps = self.ints(g)
+        net = self._net()
+        with torch.no_grad():
+            for p, q, s in zip(net.parameters(), ints, steps):
+                p.copy_(torch.from_numpy((q.astype(np.float64) * s).astype(np.float32)).reshape(p.shape))
+            out = []
+            t = _times(a - g * self.cfg.group, b - a, self.cfg)
+            for i in range(0, len(t), 8):
+                y = net(t[i : i + 8])
+                out.append((y * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy())
+        return np.concatenate(out)
+
+
+def _quality_config(q: float, h: int, w: int, plus: bool, group: int, intra: int) -> NervConfig:
+    """Quality 0..100 -> network width (and 6..8 bits)."""
+    base = 8 + q / 100 * 40  # widest block
+    widths = tuple(max(4, int(round(base * f))) for f in (1.0, 1.0, 0.75, 0.5, 0.35))
+    bits = 6 if q < 30 else 7 if q < 60 else 8
+    return NervConfig(h, w, plus, group, 16, 64, 16, max(4, int(round(base / 2))), widths, bits, intra)
+
+
+def _param_count(cfg: NervConfig) -> int:
+    gh, gw = cfg.grid
+    chans = (cfg.c0,) + tuple(cfg.widths)
+    n = 2 * cfg.pe * cfg.embed + cfg.embed * cfg.embed + 2 * cfg.embed + cfg.embed * cfg.rank + cfg.rank
+    n += cfg.rank * cfg.c0 * gh * gw + cfg.c0 * gh * gw
+    for i in range(5):
+        n += 9 * chans[i] * chans[i + 1] * 4 + chans[i + 1] * 4 + cfg.embed * 2 * chans[i + 1] + 2 * chans[i + 1]
+        if cfg.plus:
+            n += chans[i] * chans[i + 1] + chans[i + 1] + 10 * chans[i + 1] + chans[i + 1] ** 2 + chans[i + 1]
+    return n + 9 * chans[-1] * 3 + 3
+
+
+class _NervBase(Codec):
+    version = 1
+    media = ("video",)
+    chained = False  # nirvana
+    default_group = 60
+    default_intra = 1
+
+    def encode(self, src, media: str, rate: Rate, progress=None, time_budget: float | None = None,
+               checkpoint=None, plus: bool = False, **info) -> Encoded:
+        import torch
+
+        from ..container import RateKind
+
+        if media != "video":
+            raise BadInput(f"the {self.codec_id} codec codes video, not {media}")
+        h, w, n = src.height, src.width, src.count
+        if h < 8 or w < 8 or h * w > 4096 * 2304:
+            raise BadInput(f"frame size {w}x{h} is outside 8x8..4096x2304")
+        if rate.kbps is not None:
+            raise BadInput("--bitrate is for audio; use --quality or --bpp for video")
+        group = min(self.default_group, n)
+        if rate.bpp is not None:
+            q = self._quality_for_bpp(rate.bpp, h, w, n, plus, group)
+        else:
+            q = 50.0 if rate.quality is None else float(rate.quality)
+        if not 0 <= q <= 100:
+            raise BadInput(f"quality {q} is outside 0..100")
+        cfg = _quality_config(q, h, w, plus, group, self.default_intra)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        # default budget: 6 s per CIF frame on this class of machine (issue target: 10 min / 100 CIF frames)
+        budget = time_budget if time_budget is not None else 6.0 * n * (h * w) / (352 * 288)
+        epochs = 300
+        units, prev = [], None
+        ckpt = _Checkpoint(checkpoint, {"codec": self.codec_id, "cfg": asdict(cfg), "frames": n, "shape": [h, w],
+                                        "quality": q}) if checkpoint else None
+        n_groups = -(-n // group)
+        for gi, (first, frames) in enumerate(src.groups(group)):
+            intra = not self.chained or gi % cfg.intra == 0
+            done = ckpt.unit(gi) if ckpt else None
+            fitter = _Fitter(cfg, device)
+            if done is None:
+                if prev is not None and self.chained:
+                    fitter.net.load_state_dict(prev[0].net.state_dict())
+                # intra groups: steps from the weights' ranges when QAT starts (or after fitting, plain NeRV);
+                # inter groups: the reference group's steps, so the residual is an integer difference
+                qat = None if not self.chained else ("auto" if intra else prev[2])
+                # group 0 of nirvana takes the full share, later (warm-started) groups a third as many steps
+                g_epochs = epochs if intra else epochs // 3
+                g_budget = budget * len(frames) / n * (1.0 if not self.chained else (1.6 if intra else 0.85))
+                state = ckpt.state(gi) if ckpt else None
+                report = (lambda e, E, p, gi=gi: progress(gi, n_groups, e, E, p)) if progress else None
+                fitter.fit(frames, 0, g_epochs, g_budget, lr=5e-3, qat=qat, progress=report, state=state,
+                           save=(lambda s, gi=gi: ckpt.save_state(gi, s)) if ckpt else None)
+                steps = fitter.qat_steps if fitter.qat_steps is not None else fitter.steps_for()
+                ints = fitter.quantise(steps)
+                payload_ints = ints if intra else [a - b for a, b in zip(ints, prev[1])]
+                data = pack_weights(payload_ints, steps)
+                if ckpt:
+                    ckpt.save_unit(gi, data)
+            else:
+                data = done
+                shapes = [tuple(p.shape) for p in fitter.net.parameters()]
+                payload_ints, steps = unpack_weights(data, shapes)
+                ints = payload_ints if intra else [a + b for a, b in zip(payload_ints, prev[1])]
+            fitter.load_ints(ints, steps)
+            prev = (fitter, ints, steps)
+            units.append(Unit((first, len(frames), gi, 0 if intra else 1), data))
+        fps = src.fps
+        header = Header(MediaKind.VIDEO, self.codec_id, self.version, (n, h, w, 3), "", b"\0" * 8,
+                        RateKind.QUALITY, q, 8, 2, fps.numerator, fps.denominator, params=cfg.pack())
+        if ckpt:
+            ckpt.finish()
+        return Encoded(header, units, {"quality": q, "params_per_group": _param_count(cfg)})
+
+    def _quality_for_bpp(self, bpp: float, h: int, w: int, n: int, plus: bool, group: int) -> float:
+        """Largest quality whose estimated size (parameters x ~bits x 0.75 after entropy coding) fits."""
+        if not bpp > 0:
+            raise BadInput(f"target bpp must be > 0, got {bpp}")
+        best = None
+        for q in np.linspace(0, 100, 101):
+            cfg = _quality_config(float(q), h, w, plus, group, self.default_intra)
+            bits = _param_count(cfg) * cfg.bits * 0.75 * -(-n // group)
+            if bits / (h * w * n) <= bpp:
+                best = float(q)
+        if best is None:
+            raise BadInput(f"{bpp} bpp is below the smallest {self.codec_id} network for this video")
+        return best
+
+    def decode(self, header: Header, units: list[Unit]) -> np.ndarray:
+        frames, h, w, _ = header.shape
+        out = np.zeros((frames, h, w, 3), np.uint8)
+        for a, block in self.decode_frames(header, units, 0, frames):
+            out[a : a + len(block)] = block
+        return out
+
+    def decode_frames(self, header: Header, units: list[Unit], a: int, b: int):
+        """Yield (first frame, uint8 frames) for frames a..b-1, group by group; only the groups needed run."""
+        if header.codec_version > self.version:
+            raise UnsupportedVersion(f"{self.codec_id} codec version {header.codec_version} is newer than this "
+                                     f"ncodec ({self.version}); upgrade ncodec")
+        if header.media != MediaKind.VIDEO:
+            raise CorruptFile(f"{self.codec_id} file with a non-video media kind")
+        dec = _Decoder(header, units)
+        g_size = dec.cfg.group
+        if len(units) != -(-header.shape[0] // g_size):
+            raise CorruptFile(f"{len(units)} groups for {header.shape[0]} frames of groups of {g_size}")
+        for g in range(a // g_size, -(-b // g_size)):
+            lo, hi = max(a, g * g_size), min(b, (g + 1) * g_size, header.shape[0])
+            if hi > lo:
+                yield lo, dec.frames_of(g, lo, hi)
+
+    def symbols_digest(self, header: Header, units: list[Unit]) -> str:
+        import hashlib
+
+        dec = _Decoder(header, units)
+        hsh = hashlib.sha256()
+        for g in range(len(units)):
+            ints, steps = dec.ints(g)
+            for q in ints:
+                hsh.update(np.ascontiguousarray(q, dtype="<i8").tobytes())
+            hsh.update(np.asarray(steps, dtype="<f4").tobytes())
+        return hsh.hexdigest()
+
+
+class _Checkpoint:
+    """Resumable encode: finished groups' payloads and the running group's fit state in a folder."""
+
+    def __init__(self, folder, signature: dict):
+        import json
+        from pathlib import Path
+
+        self.dir = Path(folder)
+        sig = json.dumps(signature, sort_keys=True)
+        meta = self.dir / "encode.json"
+        if meta.exists():
+            if meta.read_text() != sig:
+                raise BadInput(f"checkpoint folder {self.dir} belongs to another encode (other input or settings); "
+                               f"delete it or choose another output")
+            self.resumed = True
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            meta.write_text(sig)
+            self.resumed = False
+
+    def unit(self, g: int):
+        p = self.dir / f"group{g:05d}.bin"
+        return p.read_bytes() if p.exists() else None
+
+    def save_unit(self, g: int, data: bytes):
+        tmp = self.dir / f"group{g:05d}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(self.dir / f"group{g:05d}.bin")
+        (self.dir / f"group{g:05d}.pt").unlink(missing_ok=True)
+
+    def state(self, g: int):
+        import torch
+
+        p = self.dir / f"group{g:05d}.pt"
+        return torch.load(p, map_location="cpu", weights_only=True) if p.exists() else None
+
+    def save_state(self, g: int, state: dict):
+        import torch
+
+        tmp = self.dir / f"group{g:05d}.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.dir / f"group{g:05d}.pt")
+
+    def finish(self):
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@register_codec("nerv")
+class NervCodec(_NervBase):
+    chained = False
+    default_group = 60
+
+
+@register_codec("nirvana")
+class NirvanaCodec(_NervBase):
+    chained = True
+    default_group = 10
+    default_intra = 6

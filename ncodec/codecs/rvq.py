@@ -1,0 +1,353 @@
+"""RVQ audio codec (EnCodec/SoundStream style, optional group-residual VQ), bitrate chosen at encode time.
+
+The model (ncodec.codecs.rvq_net) runs at an internal rate R (16 kHz) with one latent frame per ``hop`` samples;
+input at any rate r is resampled to R for coding and back to r on decode, piece by piece (bounded memory).
+Stereo is coded as mid and side, the side with half the codebooks (rounded down).
+
+Timeline: the signal has N = ceil(ceil(frames * R / r) / hop) latent frames, cut into segments of S frames.
+Unit i covers core frames [a, b) = [i*S, min(N, (i+1)*S)) and carries the codes of frames [a - O', b + O'')
+(O' = min(O, a), O'' = min(O, N - b)): the decoded segments overlap by 2*O frames around every boundary and are
+cross-faded there (raised cosine), so boundaries are inaudible while every unit still decodes alone.
+
+Unit key: (first original-rate sample of the core, number of core samples, a, b - a). Core boundaries in
+original samples are ceil(a * hop * r / R). Payload: one constriction stream (ncodec.entropy indexed coding)
+with, channel by channel (mid, side), group by group, level by level, the codes of every carried frame; the
+table of level k of group g is entry g * n_q + k of the model's integer code tables (frequencies counted on
+the training audio). Codec params in HEAD: u16 S, u16 O, u8 mid levels, u8 side levels, u8 stereo.
+"""
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+import torch
+
+from .. import zoo
+from ..container import Header, MediaKind, RateKind, Unit
+from ..entropy import TableSet, decode_indexed, encode_indexed
+from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
+from ..registry import register_codec
+from .base import Codec, Encoded, Rate
+from .rvq_net import RvqConfig, RvqNet
+
+SEGMENT = 250  # latent frames per unit (5 s at 50 Hz)
+OVERLAP = 3  # extra frames carried on each side of a boundary (cross-fade of 2 * OVERLAP frames)
+CONTEXT = 12  # frames of audio the encoder sees beyond the carried ones (its receptive field)
+PARAMS = struct.Struct("<HHBBB")
+
+
+class RvqModel:
+    def __init__(self, tensors: dict, cfg: RvqConfig):
+        self.cfg = cfg
+        self.net = RvqNet(cfg)
+        self.net.load_state_dict({k[4:]: v.float() for k, v in tensors.items() if k.startswith("net.")})
+        self.net.eval()
+        # one table per (group, level): codebook_size codes + the escape entry of ncodec.entropy's tables
+        freqs = tensors["codes.freqs"].numpy().reshape(cfg.groups * cfg.n_q, cfg.codebook_size + 1)
+        self.tables = TableSet.from_tables(list(freqs.astype(np.int64)), [0] * len(freqs))
+
+    @classmethod
+    def from_card(cls, card: zoo.ModelCard) -> "RvqModel":
+        return cls(zoo.load_tensors(card), RvqConfig(**card.card["config"]))
+
+    def table_index(self, levels: int, frames: int) -> np.ndarray:
+        """Table of every code of one channel, in payload order (group, level, frame)."""
+        g, k = np.meshgrid(np.arange(self.cfg.groups), np.arange(levels), indexing="ij")
+        return np.repeat((g * self.cfg.n_q + k).reshape(-1), frames)
+
+    @torch.no_grad()
+    def encode_frames(self, x: np.ndarray, levels: int) -> np.ndarray:
+        """x: float32 samples at the internal rate (length a multiple of hop) -> codes (groups, levels, frames)."""
+        z = self.net.encoder(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None])
+        return self.net.quantizer.encode(z, levels)[0].numpy()
+
+    @torch.no_grad()
+    def decode_frames(self, codes: np.ndarray) -> np.ndarray:
+        """codes (groups, levels, frames) -> float32 samples at the internal rate."""
+        q = self.net.quantizer.decode(torch.from_numpy(codes.astype(np.int64))[None])
+        return self.net.decoder(q)[0, 0].numpy()
+
+
+# ------------------------------------------------------------------------------------------ resampling
+def _ratio(src: int, dst: int) -> tuple[int, int]:
+    g = math.gcd(src, dst)
+    return dst // g, src // g  # up, down
+
+
+def resample_range(get, k0: int, k1: int, up: int, down: int) -> np.ndarray:
+    """Output samples [k0, k1) of the signal ``get(p0, p1)`` (input samples, zeros outside the signal) resampled by
+    up/down with scipy's polyphase filter, computed from a window with enough margin that the result does not
+    depend on where the window starts (so pieces computed separately join up)."""
+    from scipy.signal import resample_poly
+
+    if up == down:
+        return get(k0, k1)
+    margin = 10 * max(up, down) // up + 16  # resample_poly's filter half-length, in input samples, plus slack
+    p0 = ((k0 * down) // up - margin) // down * down
+    p1 = -(-k1 * down // up) + margin
+    y = resample_poly(get(p0, p1), up, down, axis=0)
+    off = p0 * up // down
+    return y[k0 - off : k1 - off].astype(np.float32)
+
+
+def _padded_reader(read, total: int, channels: int):
+    """get(p0, p1) over a reader of [0, total), zeros outside."""
+
+    def get(p0: int, p1: int) -> np.ndarray:
+        out = np.zeros((p1 - p0, channels), np.float32)
+        lo, hi = max(p0, 0), min(p1, total)
+        if hi > lo:
+            out[lo - p0 : hi - p0] = read(lo, hi - lo)
+        return out
+
+    return get
+
+
+class _Stream:
+    """Contiguous internal-rate blocks in, original-rate blocks out (streaming resampler)."""
+
+    def __init__(self, up: int, down: int, channels: int, frames: int):
+        self.up, self.down, self.channels, self.frames = up, down, channels, frames
+        self.buf = np.zeros((0, channels), np.float32)
+        self.start = None  # internal index of buf[0]
+        self.next_k = None  # next original-rate sample to emit
+        self.margin = 10 * max(up, down) // up + 16 + down
+
+    def _get(self, p0, p1):
+        out = np.zeros((p1 - p0, self.channels), np.float32)
+        lo, hi = max(p0, self.start), min(p1, self.start + len(self.buf))
+        if hi > lo:
+            out[lo - p0 : hi - p0] = self.buf[lo - self.start : hi - self.start]
+        return out
+
+    def push(self, first: int, block: np.ndarray, last: bool = False):
+        """Append internal samples starting at ``first``; yield (first original sample, block) now computable."""
+        if self.start is None:
+            self.start, self.next_k = first, -(-first * self.up // self.down)
+        elif first != self.start + len(self.buf):
+            raise CorruptFile("audio segments do not join up")
+        self.buf = np.concatenate([self.buf, block]) if len(self.buf) else block
+        end = self.start + len(self.buf)
+        if last:
+            k_end = -(-end * self.up // self.down)
+        else:
+            k_end = max(self.next_k, (end - self.margin) * self.up // self.down)
+        k_end = min(k_end, self.frames)
+        if k_end > self.next_k:
+            yield self.next_k, resample_range(self._get, self.next_k, k_end, self.up, self.down)
+            self.next_k = k_end
+            keep = max(0, (k_end * self.down) // self.up - self.margin - self.start)
+            self.buf, self.start = self.buf[keep:], self.start + keep
+
+
+def _fades(n: int) -> tuple[np.ndarray, np.ndarray]:
+    w = np.sin(0.5 * np.pi * (np.arange(n) + 0.5) / n) ** 2
+    return w.astype(np.float32), (1 - w).astype(np.float32)
+
+
+@register_codec("rvq")
+class RvqCodec(Codec):
+    version = 1
+    media = ("audio",)
+    default_kbps = 6.0
+
+    def __init__(self):
+        self._models: dict[str, RvqModel] = {}
+
+    def model(self, model_id: str | None = None, weights_hash: bytes | None = None) -> RvqModel:
+        card = zoo.find(self.codec_id, "audio", model_id)
+        if weights_hash is not None and weights_hash != card.hash8:
+            raise ModelMismatch(f"this file needs model {card.id!r} with weights {weights_hash.hex()}..., but the "
+                                f"installed one has {card.hash8.hex()}...; install the matching weights")
+        if card.id not in self._models:
+            self._models[card.id] = RvqModel.from_card(card)
+        return self._models[card.id]
+
+    # ---------------------------------------------------------------------------------------- rate
+    @staticmethod
+    def levels(cfg: RvqConfig, rate: Rate, stereo: bool) -> tuple[int, int]:
+        """(mid levels, side levels) per group for a requested bitrate (total kbps) or quality."""
+        if rate.bpp is not None:
+            raise BadInput("--bpp is for images; use --bitrate or --quality for audio")
+        per_level = cfg.kbps(1)
+        if rate.quality is not None:
+            if not 0 <= rate.quality <= 100:
+                raise BadInput(f"quality {rate.quality} is outside 0..100")
+            mid = 1 + round(rate.quality / 100 * (cfg.n_q - 1))
+            return mid, (mid // 2 if stereo else 0)
+        kbps = RvqCodec.default_kbps if rate.kbps is None else rate.kbps
+        top = cfg.n_q * per_level * (1.5 if stereo else 1)
+        if not per_level <= kbps <= top + 1e-9:
+            raise BadInput(f"rvq bitrate must be {per_level:g}..{top:g} kbps for "
+                           f"{'stereo' if stereo else 'mono'} audio, got {kbps:g}")
+        total = int(kbps / per_level + 1e-9)
+        if not stereo:
+            return total, 0
+        mid = min(cfg.n_q, max(1, -(-2 * total // 3)))
+        return mid, min(total - mid, mid // 2 if mid < cfg.n_q else cfg.n_q)
+
+    # ---------------------------------------------------------------------------------------- encode
+    def encode(self, src, media: str, rate: Rate, **info) -> Encoded:
+        if media != "audio":
+            raise BadInput(f"the rvq codec codes audio, not {media}")
+        if src.channels not in (1, 2):
+            raise BadInput(f"rvq codes mono or stereo, got {src.channels} channels")
+        if not 8000 <= src.rate <= 192000:
+            raise BadInput(f"sample rate {src.rate} Hz is outside 8000..192000")
+        card = zoo.find(self.codec_id, "audio")
+        model = self.model(card.id)
+        cfg = model.cfg
+        stereo = src.channels == 2
+        mid, side = self.levels(cfg, rate, stereo)
+        up, down = _ratio(src.rate, cfg.rate)
+        n_int = -(-src.frames * up // down)
+        n_frames = -(-n_int // cfg.hop)
+
+        def read(start, n):
+            block = src.read(start, n)
+            if stereo:
+                block = np.stack([block.mean(1), (block[:, 0] - block[:, 1]) / 2], 1)
+            return block
+
+        get = _padded_reader(read, src.frames, 2 if stereo else 1)
+        units = []
+        for a in range(0, n_frames, SEGMENT):
+            b = min(n_frames, a + SEGMENT)
+            lo, hi = a - min(OVERLAP, a), b + min(OVERLAP, n_frames - b)
+            x = resample_range(get, (lo - CONTEXT) * cfg.hop, (hi + CONTEXT) * cfg.hop, up, down)
+            syms, idx = [], []
+            for ch, levels in enumerate((mid, side)[: 1 + stereo]):
+                if levels == 0:
+                    continue
+                codes = model.encode_frames(x[:, ch], levels)[:, :, CONTEXT : CONTEXT + hi - lo]
+                syms.append(codes.reshape(-1))
+                idx.append(model.table_index(levels, hi - lo))
+            s0, s1 = self._core_samples(a, b, n_frames, cfg, src.rate, src.frames)
+            units.append(Unit((s0, s1 - s0, a, b - a),
+                              encode_indexed(np.concatenate(syms).astype(np.int32), np.concatenate(idx), model.tables)))
+        kbps = cfg.kbps(mid + side)
+        header = Header(MediaKind.AUDIO, self.codec_id, self.version, (src.frames, src.channels), card.id,
+                        card.hash8, RateKind.KBPS, float(kbps), 16, 0, src.rate,
+                        params=PARAMS.pack(SEGMENT, OVERLAP, mid, side, stereo))
+        return Encoded(header, units, {"kbps_nominal": kbps, "codebooks": [mid, side] if stereo else [mid]})
+
+    @staticmethod
+    def _core_samples(a: int, b: int, n_frames: int, cfg: RvqConfig, rate: int, frames: int) -> tuple[int, int]:
+        up, down = _ratio(rate, cfg.rate)
+        edge = lambda f: min(frames, -(-f * cfg.hop * down // up))  # noqa: E731
+        return edge(a), (frames if b == n_frames else edge(b))
+
+    # ---------------------------------------------------------------------------------------- decode
+    def _layout(self, header: Header):
+        if header.codec_version > self.version:
+            raise UnsupportedVersion(f"rvq codec version {header.codec_version} is newer than this ncodec "
+                                     f"({self.version}); upgrade ncodec")
+        if header.media != MediaKind.AUDIO:
+            raise CorruptFile("rvq file with a non-audio media kind")
+        try:
+            seg, ov, mid, side, stereo = PARAMS.unpack(header.params)
+        except struct.error:
+            raise CorruptFile("rvq parameters are malformed") from None
+        model = self.model(header.model_id, header.weights_hash)
+        frames, channels = header.shape
+        if channels != 1 + stereo or seg == 0 or not 1 <= mid <= model.cfg.n_q or side > model.cfg.n_q \
+                or not 8000 <= header.rate_num <= 192000:
+            raise CorruptFile("rvq parameters do not match the stream")
+        up, down = _ratio(model.cfg.rate, header.rate_num)  # internal -> original
+        n_frames = -(-(-(-frames * down // up)) // model.cfg.hop)
+        return model, seg, ov, (mid, side)[: 1 + stereo], n_frames, up, down
+
+    def units_for_range(self, header: Header, units: list[Unit], start: int, stop: int) -> list[Unit]:
+        """Units needed to decode original samples [start, stop) exactly as a full decode would."""
+        model, seg, ov, _, n_frames, up, down = self._layout(header)
+        lo_i = start * down // up - 64
+        hi_i = -(-stop * down // up) + 64
+        hop = model.cfg.hop
+        return [u for u in units if (u.key[2] - ov) * hop < hi_i and (u.key[2] + u.key[3] + ov) * hop > lo_i]
+
+    def _unit_codes(self, model: RvqModel, unit: Unit, levels, lo: int, hi: int) -> list[np.ndarray]:
+        n = hi - lo
+        idx = np.concatenate([model.table_index(l, n) for l in levels if l])
+        syms, _ = decode_indexed(unit.data, idx, model.tables)
+        if syms.size and (syms.min() < 0 or syms.max() >= model.cfg.codebook_size):
+            raise CorruptFile("rvq code out of the codebook range; the file is damaged")
+        out, pos = [], 0
+        for l in levels:
+            size = model.cfg.groups * l * n
+            out.append(np.asarray(syms[pos : pos + size]).reshape(model.cfg.groups, l, n) if l else None)
+            pos += size
+        return out
+
+    def _internal_blocks(self, header: Header, units: list[Unit]):
+        """Yield (first internal sample, float32 (n, channels)) contiguous blocks, cross-faded at boundaries."""
+        model, seg, ov, levels, n_frames, _, _ = self._layout(header)
+        hop, channels = model.cfg.hop, len(levels)
+        fade_in, fade_out = _fades(2 * ov * hop)
+        pending = None  # (first sample, raw tail, faded tail) of the previous unit
+        for unit in sorted(units, key=lambda u: u.key[2]):
+            a, n = unit.key[2], unit.key[3]
+            b = a + n
+            if n == 0 or n > seg or a % seg or b > n_frames or (b != n_frames and n != seg):
+                raise CorruptFile(f"segment {unit.key} does not fit the {n_frames}-frame signal")
+            lo, hi = a - min(ov, a), b + min(ov, n_frames - b)
+            if unit.data is None:  # damaged segment (lenient read): silence
+                y = np.zeros(((hi - lo) * hop, channels), np.float32)
+            else:
+                codes = self._unit_codes(model, unit, levels, lo, hi)
+                y = np.stack([model.decode_frames(c) if c is not None else np.zeros((hi - lo) * hop, np.float32)
+                              for c in codes], 1)
+            if pending is not None and pending[0] == lo * hop and a > 0:
+                head = len(pending[2])
+                y[:head] = y[:head] * fade_in[:, None] + pending[2]
+            elif pending is not None:  # not adjacent: flush the previous tail as decoded
+                yield pending[0], pending[1]
+            pending = None
+            if hi > b:  # keep the tail to cross-fade with the next unit
+                cut = (b - ov - lo) * hop
+                tail = y[cut:]
+                pending = (lo * hop + cut, tail, tail * fade_out[:, None])
+                y = y[:cut]
+            yield lo * hop, y
+        if pending is not None:
+            yield pending[0], pending[1]
+
+    def decode_segments(self, header: Header, units: list[Unit]):
+        """Yield (first frame, float32 block) at the original rate, in order; memory bounded by one segment."""
+        model, _, _, levels, n_frames, up, down = self._layout(header)
+        frames, channels = header.shape
+        stream = _Stream(up, down, len(levels), frames)
+        prev = None  # one block of look-ahead, so the last one is pushed with last=True
+        for first, block in self._internal_blocks(header, units):
+            if prev is not None:
+                yield from self._finish(stream.push(*prev), channels)
+            prev = (first, block)
+        if prev is not None:
+            yield from self._finish(stream.push(*prev, last=True), channels)
+
+    @staticmethod
+    def _finish(pieces, channels: int):
+        for first, block in pieces:
+            if channels == 2:
+                block = np.stack([block[:, 0] + block[:, 1], block[:, 0] - block[:, 1]], 1)
+            yield first, np.clip(block, -1, 1).astype(np.float32)
+
+    def decode(self, header: Header, units: list[Unit]) -> np.ndarray:
+        frames, channels = header.shape
+        out = np.zeros((frames, channels), dtype=np.float32)
+        for start, block in self.decode_segments(header, units):
+            out[start : start + len(block)] = block
+        return out
+
+    def symbols_digest(self, header: Header, units: list[Unit]) -> str:
+        """SHA-256 over every unit's entropy-decoded codes: the exact layer."""
+        import hashlib
+
+        model, _, ov, levels, n_frames, _, _ = self._layout(header)
+        h = hashlib.sha256()
+        for unit in units:
+            a, b = unit.key[2], unit.key[2] + unit.key[3]
+            for c in self._unit_codes(model, unit, levels, a - min(ov, a), b + min(ov, n_frames - b)):
+                if c is not None:
+                    h.update(np.ascontiguousarray(c, dtype="<i8").tobytes())
+        return h.hexdigest()

@@ -1,0 +1,245 @@
+"""Training recipe `ncodec train rvq`: the RVQ audio codec on speech + music, with quantiser dropout.
+
+Loss: multi-resolution log-mel L1 (STFT sizes 512/1024/2048) + multi-resolution log-magnitude L1 and spectral
+convergence + the VQ commitment/codebook terms. Each item of a batch keeps a random number of codebooks (60%
+of items; the rest keep all), so one model serves every bitrate. After training, :func:`export` counts the code
+frequencies of every codebook level on the training audio and stores them as integer tables: the entropy
+model of the shipped codec (ncodec.codecs.rvq). Resumable from ``RUN/checkpoint.pt``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..codecs.rvq_net import RvqConfig, RvqNet
+from .data import AUDIO_EXT, corpus_root
+
+STFT_SIZES = (512, 1024, 2048)
+
+
+def load_clips(folders: list[Path], rate: int, cache: Path | None = None, log=print) -> dict[str, list[np.ndarray]]:
+    """Every audio file under ``folders`` as mono float32 at ``rate`` (stereo: mid), grouped 'speech'/'music'
+    by whether 'speech' appears in its path. Cached as one .npz so resuming does not decode again."""
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            out: dict[str, list[np.ndarray]] = {"speech": [], "music": []}
+            for k in sorted(z.files):
+                out[k.split("/")[0]].append(z[k])
+            return out
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    out = {"speech": [], "music": []}
+    for folder in folders:
+        for p in sorted(Path(folder).rglob("*")):
+            if p.suffix.lower() not in AUDIO_EXT:
+                continue
+            try:
+                a, sr = sf.read(p, dtype="float32", always_2d=True)
+            except Exception as e:  # an unreadable file in a data folder is skipped, and said
+                log(f"skipped {p}: {e}")
+                continue
+            a = a.mean(1)
+            if sr != rate:
+                g = math.gcd(sr, rate)
+                a = resample_poly(a, rate // g, sr // g).astype(np.float32)
+            if len(a) >= rate and np.abs(a).max() > 1e-3:
+                out["speech" if "speech" in str(p).lower() else "music"].append(a)
+    if cache is not None:
+        np.savez(cache, **{f"{k}/{i:05d}": c for k, v in out.items() for i, c in enumerate(v)})
+    return out
+
+
+class Sampler:
+    """Random crops, half speech and half music (when both exist), random gain (-20..0 dB) and polarity."""
+
+    def __init__(self, clips: dict[str, list[np.ndarray]], size: int, seed: int = 0):
+        self.kinds = [v for v in clips.values() if v]
+        if not self.kinds:
+            raise FileNotFoundError("no training audio clips of at least one second")
+        self.size = size
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int) -> np.ndarray:
+        out = np.empty((n, self.size), dtype=np.float32)
+        for k in range(n):
+            clips = self.kinds[k % len(self.kinds)]
+            c = clips[self.rng.integers(len(clips))]
+            s = self.rng.integers(0, len(c) - self.size + 1)
+            seg = c[s : s + self.size]
+            peak = max(float(np.abs(seg).max()), 1e-4)
+            gain = 10 ** (-self.rng.uniform(0, 20) / 20) * min(1.0, 0.95 / peak) * (1 if self.rng.random() < 0.5 else -1)
+            out[k] = seg * gain
+        return out
+
+
+def _mel_fb(n_fft: int, n_mels: int, rate: int) -> torch.Tensor:
+    hz2mel = lambda f: 2595 * np.log10(1 + f / 700)  # noqa: E731
+    pts = 700 * (10 ** (np.linspace(0, hz2mel(rate / 2), n_mels + 2) / 2595) - 1)
+    bins = np.linspace(0, rate / 2, n_fft // 2 + 1)
+    fb = np.zeros((n_mels, len(bins)), dtype=np.float32)
+    for m in range(n_mels):
+        lo, c, hi = pts[m], pts[m + 1], pts[m + 2]
+        fb[m] = np.clip(np.minimum((bins - lo) / (c - lo), (hi - bins) / (hi - c)), 0, None)
+    return torch.from_numpy(fb)
+
+
+class SpectralLoss(torch.nn.Module):
+    def __init__(self, rate: int):
+        super().__init__()
+        for n in STFT_SIZES:
+            self.register_buffer(f"win{n}", torch.hann_window(n), persistent=False)
+            self.register_buffer(f"mel{n}", _mel_fb(n, n // 16 + 32, rate), persistent=False)
+
+    def forward(self, y, x):
+        """y: decoded, x: reference (B, T) -> (mel L1, log-mag L1 + spectral convergence)."""
+        mel, mag = 0.0, 0.0
+        for n in STFT_SIZES:
+            w = getattr(self, f"win{n}")
+            sy = torch.stft(y, n, n // 4, window=w, return_complex=True).abs()
+            sx = torch.stft(x, n, n // 4, window=w, return_complex=True).abs()
+            fb = getattr(self, f"mel{n}")
+            mel = mel + F.l1_loss(torch.log10(fb @ sy + 1e-5), torch.log10(fb @ sx + 1e-5))
+            mag = mag + F.l1_loss(torch.log(sy + 1e-5), torch.log(sx + 1e-5)) + \
+                torch.linalg.norm(sy - sx) / torch.linalg.norm(sx).clamp_min(1e-5)
+        return mel / len(STFT_SIZES), mag / len(STFT_SIZES)
+
+
+def default_folders(data: str | None, extra: tuple[str, ...] = ()) -> list[Path]:
+    root = corpus_root(data) / "train" / "audio"
+    return [root] + [Path(e) for e in extra]
+
+
+def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 16000, lr: float = 6e-4,
+          save_every: int = 250, threads: int | None = None, log=print, extra: tuple[str, ...] = (),
+          config: dict | None = None):
+    if threads:
+        torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    run.mkdir(parents=True, exist_ok=True)
+    ckpt = run / "checkpoint.pt"
+    state = torch.load(ckpt, map_location=device, weights_only=True) if ckpt.exists() else None
+    cfg = RvqConfig(**(state["config"] if state else (config or {})))
+    model = RvqNet(cfg).to(device)
+    spec = SpectralLoss(cfg.rate).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.8, 0.99), weight_decay=0.0)
+    step = 0
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step = int(state["step"])
+        log(f"resumed from {ckpt} at step {step}")
+    clips = load_clips(default_folders(data, extra), cfg.rate, run / "clips.npz", log=log)
+    log(f"{len(clips['speech'])} speech + {len(clips['music'])} music clips "
+        f"({sum(map(len, clips['speech'])) / cfg.rate / 60:.0f} + {sum(map(len, clips['music'])) / cfg.rate / 60:.0f}"
+        f" min at {cfg.rate} Hz), device {device}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params")
+    sampler = Sampler(clips, crop - crop % cfg.hop, seed=step)
+    t0, hist = time.time(), []
+    gen = torch.Generator().manual_seed(step)
+    while step < steps:
+        warm = min(1.0, (step + 1) / 500)
+        cos = 0.5 * (1 + math.cos(math.pi * step / steps))
+        for g in opt.param_groups:
+            g["lr"] = lr * warm * (0.1 + 0.9 * cos)
+        x = torch.from_numpy(sampler.batch(batch)).to(device)
+        n_active = torch.randint(1, cfg.n_q + 1, (batch,), generator=gen)
+        n_active = torch.where(torch.rand(batch, generator=gen) < 0.6, n_active, cfg.n_q).to(device)
+        y, vq_loss = model(x[:, None], n_active)
+        mel, mag = spec(y[:, 0], x)
+        loss = 15 * mel + mag + vq_loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        hist.append((loss.item(), mel.item(), mag.item(), vq_loss.item()))
+        if step % 25 == 0:
+            h = np.mean(hist, axis=0)
+            hist = []
+            log(f"step {step}/{steps} loss {h[0]:.3f} mel {h[1]:.4f} mag {h[2]:.3f} vq {h[3]:.3f} "
+                f"({25 / (time.time() - t0):.2f} steps/s)")
+            t0 = time.time()
+        if step % save_every == 0 or step == steps:
+            tmp = run / "checkpoint.tmp"
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                        "config": cfg.to_dict()}, tmp)
+            tmp.replace(ckpt)
+            (run / "progress.json").write_text(json.dumps({"step": step, "steps": steps}))
+    return model, step
+
+
+@torch.no_grad()
+def code_counts(model: RvqNet, clips: dict[str, list[np.ndarray]], seconds: float = 600.0) -> np.ndarray:
+    """Code frequencies per (group, level) over up to ``seconds`` of each kind of training audio."""
+    cfg = model.cfg
+    counts = np.zeros((cfg.groups, cfg.n_q, cfg.codebook_size), dtype=np.int64)
+    chunk = cfg.hop * 500
+    for kind in clips.values():
+        left = int(seconds * cfg.rate)
+        for c in kind:
+            for s in range(0, len(c) - cfg.hop + 1, chunk):
+                seg = c[s : s + chunk]
+                seg = seg[: len(seg) - len(seg) % cfg.hop]
+                codes = model.quantizer.encode(model.encoder(torch.from_numpy(seg)[None, None]), cfg.n_q)[0]
+                for g in range(cfg.groups):
+                    for k in range(cfg.n_q):
+                        counts[g, k] += np.bincount(codes[g, k].numpy(), minlength=cfg.codebook_size)
+                left -= len(seg)
+                if left <= 0:
+                    break
+            if left <= 0:
+                break
+    return counts
+
+
+def export(run: Path, out: Path, model_id: str = "rvq-audio-v1", half: bool = True, data: str | None = None,
+           extra: tuple[str, ...] = (), extra_card: dict | None = None, log=print,
+           clips: dict[str, list[np.ndarray]] | None = None) -> dict:
+    """Checkpoint -> models/<id>.safetensors (fp16 nets, int32 code tables) and its JSON card."""
+    from safetensors.torch import save_file
+
+    from ..entropy import quantize_pmf
+    from ..zoo import sha256_file
+
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    cfg = RvqConfig(**state["config"])
+    model = RvqNet(cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    if half:  # count codes with the weights the codec will load
+        model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    if clips is None:
+        clips = load_clips(default_folders(data, extra), cfg.rate, run / "clips.npz", log=log)
+    counts = code_counts(model, clips)
+    # add-one smoothing keeps every code cheap to code; the extra last entry is the table set's escape
+    # (never used by a valid encoder, it gets the minimum frequency)
+    freqs = np.stack([np.stack([quantize_pmf(np.append((counts[g, k] + 1) / (counts[g, k] + 1).sum(), 0.0))
+                                for k in range(cfg.n_q)]) for g in range(cfg.groups)])
+    usage = (counts > 0).mean(-1)
+    ent = []
+    for g in range(cfg.groups):
+        for k in range(cfg.n_q):
+            p = counts[g, k] / max(counts[g, k].sum(), 1)
+            ent.append(float(-(p[p > 0] * np.log2(p[p > 0])).sum()))
+    tensors = {f"net.{k}": (v.half() if half and v.is_floating_point() else v).contiguous()
+               for k, v in model.state_dict().items()}
+    tensors["codes.freqs"] = torch.from_numpy(freqs.astype(np.int32))
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / f"{model_id}.safetensors"
+    save_file(tensors, str(weights), metadata={"model_id": model_id, "config": json.dumps(cfg.to_dict())})
+    card_path = out / f"{model_id}.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card.update({"id": model_id, "codec": "rvq", "media": "audio", "file": weights.name,
+                 "sha256": sha256_file(weights), "config": cfg.to_dict(),
+                 "training": {"steps": int(state["step"])},
+                 "codebooks": {"utilisation": [round(float(u), 4) for u in usage.reshape(-1)],
+                               "entropy_bits": [round(e, 3) for e in ent]}})
+    card.update(extra_card or {})
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return card

@@ -1,0 +1,212 @@
+"""RVQ audio codec: rates, resampling, segments with cross-faded overlaps, range reads, GRVQ, training."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ncodec
+import ncodec.audio as naudio
+from ncodec import container
+from ncodec.errors import BadInput, CorruptFile
+
+TINY = dict(fb=32, enc_dim=16, enc_blocks=1, dec_dim=16, dec_blocks=1, latent=16, n_q=4, codebook_size=64,
+            code_dim=4)
+
+
+def _tiny_model(folder, model_id, **cfg):
+    """A randomly initialised tiny model exported like a trained one (code tables counted on noise)."""
+    import torch
+
+    from ncodec.codecs.rvq_net import RvqConfig, RvqNet
+    from ncodec.train import rvq
+
+    run = folder / f"run-{model_id}"
+    run.mkdir(parents=True)
+    conf = RvqConfig(**{**TINY, **cfg})
+    torch.manual_seed(0)
+    torch.save({"model": RvqNet(conf).state_dict(), "step": 0, "config": conf.to_dict()}, run / "checkpoint.pt")
+    noise = (np.random.default_rng(0).standard_normal(32000) * 0.1).astype(np.float32)
+    return rvq.export(run, folder, model_id=model_id, clips={"speech": [noise], "music": []})
+
+
+@pytest.fixture()
+def tiny(tmp_path_factory, monkeypatch):
+    """NCODEC_MODELS pointing at a folder with a tiny RVQ model (it takes over from the shipped one)."""
+    folder = tmp_path_factory.mktemp("models")
+    card = _tiny_model(folder, "rvq-audio-tiny")
+    monkeypatch.setenv("NCODEC_MODELS", str(folder))
+    return card
+
+
+def _signal(rate, channels, seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate * seconds)) / rate
+    base = 0.3 * np.sin(2 * np.pi * 220 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.7 * t))
+    sig = np.stack([base * (1 - 0.3 * c) for c in range(channels)], 1)
+    return (sig + 0.01 * rng.standard_normal(sig.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("rate,channels", [(44100, 2), (16000, 1), (8000, 1), (48000, 2)])
+def test_round_trip_restores_rate_shape_and_joins_segments(tiny, rate, channels):
+    sig = _signal(rate, channels, 11.3)
+    blob = ncodec.encode(sig, codec="rvq", quality=70, sample_rate=rate)
+    dec = ncodec.decode(blob)
+    assert dec.data.shape == sig.shape and dec.data.dtype == np.float32 and dec.sample_rate == rate
+    f = container.read(blob)
+    assert len(f.units) == 3  # 5-second segments
+    keys = [u.key for u in f.units]
+    assert keys[0][0] == 0 and sum(k[1] for k in keys) == len(sig)  # cores tile the signal
+    assert all(keys[i][0] + keys[i][1] == keys[i + 1][0] for i in range(2))
+    # streaming blocks and range reads give exactly the full decode, also next to segment boundaries
+    path = f"{tiny['id']}-{rate}.nc"
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, path)
+        open(p, "wb").write(blob)
+        streamed = np.concatenate([b for _, b in naudio.blocks(p)])
+        assert np.array_equal(streamed, dec.data)
+        b = keys[1][0]
+        for s, e in ((0, 100), (b - 700, b - 10), (b + 10, b + 700), (b - 5, b + 5), (len(sig) - 50, len(sig))):
+            part, r = naudio.read(p, s, e)
+            assert r == rate and np.array_equal(part, dec.data[s:e]), (s, e)
+
+
+def test_range_read_decodes_only_the_segments_it_needs(tiny, tmp_path, monkeypatch):
+    from ncodec.codecs import rvq
+
+    sig = _signal(16000, 1, 31)
+    p = tmp_path / "long.nc"
+    p.write_bytes(ncodec.encode(sig, codec="rvq", quality=50, sample_rate=16000))
+    calls = []
+    orig = rvq.RvqModel.decode_frames
+    monkeypatch.setattr(rvq.RvqModel, "decode_frames", lambda self, c: calls.append(1) or orig(self, c))
+    naudio.read(p, 16000 * 12, 16000 * 13)  # 1 s inside the third segment
+    assert len(calls) == 1
+    calls.clear()
+    naudio.read(p, 16000 * 15 - 100, 16000 * 15 + 100)  # across a boundary: both neighbours
+    assert len(calls) == 2
+
+
+def test_bitrate_selects_codebooks(tiny):
+    from ncodec.codecs.rvq import RvqCodec
+    from ncodec.codecs.base import Rate
+    from ncodec.codecs.rvq_net import RvqConfig
+
+    cfg = RvqConfig()  # the shipped layout: 50 Hz, 1024 codes -> 0.5 kbps per codebook
+    assert RvqCodec.levels(cfg, Rate(kbps=1.5), False) == (3, 0)
+    assert RvqCodec.levels(cfg, Rate(kbps=6), False) == (12, 0)
+    assert RvqCodec.levels(cfg, Rate(kbps=12), False) == (24, 0)
+    mid, side = RvqCodec.levels(cfg, Rate(kbps=6), True)
+    assert (mid, side) == (8, 4) and cfg.kbps(mid + side) == 6
+    assert RvqCodec.levels(cfg, Rate(), False) == (12, 0)  # default 6 kbps
+    for bad in (0.2, 13, 100):
+        with pytest.raises(BadInput):
+            RvqCodec.levels(cfg, Rate(kbps=bad), False)
+    with pytest.raises(BadInput):
+        RvqCodec.levels(cfg, Rate(bpp=1), False)
+    sig = _signal(16000, 1, 3)
+    sizes = [len(ncodec.encode(sig, codec="rvq", bitrate=k, sample_rate=16000)) for k in (0.3, 0.6, 1.2)]  # tiny: 0.3 kbps a codebook
+    assert sizes[0] < sizes[1] < sizes[2]
+    info = ncodec.info(ncodec.encode(sig, codec="rvq", bitrate=0.6, sample_rate=16000))
+    assert info.rate_kind == "kbps" and info.rate_value == pytest.approx(0.6)
+    assert info.meta["codebooks"] == [2]
+
+
+def test_decode_identical_under_1_and_2_threads(tiny):
+    import torch
+
+    from ncodec.api import _codec
+
+    blob = ncodec.encode(_signal(22050, 2, 6), codec="rvq", quality=80, sample_rate=22050)
+    f = container.read(blob)
+    old = torch.get_num_threads()
+    out = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out.append((_codec("rvq").symbols_digest(f.header, f.units), ncodec.decode(blob).data))
+    finally:
+        torch.set_num_threads(old)
+    assert out[0][0] == out[1][0]  # the entropy-coded layer is exact
+    assert np.abs(out[0][1] - out[1][1]).max() < 1e-4  # float synthesis: near-identical
+
+
+def test_group_residual_vq(tmp_path, monkeypatch):
+    card = _tiny_model(tmp_path, "rvq-audio-tinyg", groups=2, n_q=2)
+    monkeypatch.setenv("NCODEC_MODELS", str(tmp_path))
+    assert card["config"]["groups"] == 2
+    sig = _signal(16000, 1, 6)
+    blob = ncodec.encode(sig, codec="rvq", bitrate=1.2, sample_rate=16000)  # 2 levels x 2 groups x 6 bits x 50 Hz
+    assert ncodec.info(blob).model == "rvq-audio-tinyg" and ncodec.info(blob).meta["codebooks"] == [2]
+    assert ncodec.decode(blob).data.shape == sig.shape
+
+
+def test_damaged_or_inconsistent_files_fail_cleanly(tiny):
+    blob = ncodec.encode(_signal(16000, 1, 2), codec="rvq", quality=50, sample_rate=16000)
+    f = container.read(blob)
+    from dataclasses import replace
+
+    from ncodec.api import _codec
+
+    codec = _codec("rvq")
+    with pytest.raises(CorruptFile):
+        codec.decode(replace(f.header, params=b"\0"), f.units)
+    with pytest.raises(CorruptFile):
+        codec.decode(f.header, [container.Unit((0, 10, 0, 999), f.units[0].data)])
+    with pytest.raises(CorruptFile):
+        codec.decode(replace(f.header, shape=(f.header.shape[0], 2)), f.units)
+    with pytest.raises(BadInput):
+        ncodec.encode(np.zeros((100, 3, 3), np.uint8), codec="rvq")
+
+
+def test_cli_bitrate_and_time_range(tiny, tmp_path):
+    import soundfile as sf
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, _signal(24000, 1, 7), 24000)
+    before = wav.read_bytes()
+    nc, out = tmp_path / "in.nc", tmp_path / "part.wav"
+    cli = [sys.executable, "-m", "cli.main"]
+    r = subprocess.run(cli + ["encode", str(wav), "-o", str(nc), "--codec", "rvq", "--bitrate", "1.2"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert wav.read_bytes() == before
+    r = subprocess.run(cli + ["info", str(nc), "--json"], capture_output=True, text=True)
+    assert json.loads(r.stdout)["codec"] == "rvq"
+    r = subprocess.run(cli + ["decode", str(nc), "-o", str(out), "--start", "2", "--end", "3.5"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    data, rate = sf.read(out)
+    assert rate == 24000 and len(data) == 36000
+    r = subprocess.run(cli + ["encode", str(wav), "-o", str(tmp_path / "x.nc"), "--codec", "rvq", "--bitrate", "99"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "kbps" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x.nc").exists()
+
+
+def test_training_resumes_and_exports(tmp_path):
+    import soundfile as sf
+
+    from ncodec.train import rvq
+
+    speech = tmp_path / "corpus" / "train" / "audio" / "speech"
+    music = tmp_path / "corpus" / "train" / "audio" / "music"
+    speech.mkdir(parents=True)
+    music.mkdir(parents=True)
+    sf.write(speech / "a.flac", _signal(16000, 1, 2)[:, 0], 16000)
+    sf.write(music / "b.wav", _signal(44100, 2, 2), 44100)
+    run = tmp_path / "run"
+    logs = []
+    rvq.train(run, 2, str(tmp_path / "corpus"), batch=2, crop=3200, config=TINY, log=logs.append, save_every=1)
+    assert json.loads((run / "progress.json").read_text())["step"] == 2
+    rvq.train(run, 3, str(tmp_path / "corpus"), batch=2, crop=3200, log=logs.append)
+    assert any("resumed" in m and "step 2" in m for m in logs)
+    card = rvq.export(run, tmp_path / "models", model_id="rvq-audio-t", data=str(tmp_path / "corpus"))
+    assert card["training"]["steps"] == 3 and len(card["codebooks"]["utilisation"]) == TINY["n_q"]
+    from ncodec.zoo import sha256_file
+
+    assert card["sha256"] == sha256_file(tmp_path / "models" / "rvq-audio-t.safetensors")
