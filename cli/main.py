@@ -115,10 +115,12 @@ def main(ctx, debug):
               help="Video: encode only frames A..B-1 (either side may be empty).")
 @click.option("--time-budget", type=float, default=None,
               help="Video: seconds of fitting (default: about 6 s per CIF-sized frame).")
+@click.option("--epochs", type=int, default=None,
+              help="Video: most fitting passes per group (default 300; the time budget usually ends it first).")
 @click.option("--fps", type=float, default=25.0, show_default=True, help="Video from a folder of frames: frame rate.")
 @click.option("--plus", is_flag=True, help="Video (nerv/nirvana): NeRV++ blocks (bilinear skip + separable conv).")
 @click.pass_context
-def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range, time_budget, fps, plus):
+def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range, time_budget, epochs, fps, plus):
     """Encode a media file (image, audio or video; '-' reads stdin) into a .nc file.
 
     Video (a file PyAV reads: .mp4 .y4m .264 ..., or a folder of frames) is fitted, with progress and PSNR shown;
@@ -147,9 +149,10 @@ def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range
         from ncodec.api import _is_video_name
 
         if src != "-" and (Path(src).is_dir() or _is_video_name(src)):
-            return _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_budget, fps, plus)
-        if frame_range or time_budget is not None or plus:
-            raise ncodec.BadInput("--frames, --time-budget and --plus apply to video inputs")
+            return _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_budget, epochs, fps,
+                                 plus)
+        if frame_range or time_budget is not None or epochs is not None or plus:
+            raise ncodec.BadInput("--frames, --time-budget, --epochs and --plus apply to video inputs")
         if len(inputs) > 1:
             blob = ncodec.encode_items(list(inputs), codec=codec)
             _atomic_write(output, lambda f: f.write(blob))
@@ -182,7 +185,7 @@ def _frame_range(text: str | None) -> tuple[int, int | None] | None:
         raise ncodec.BadInput(f"--frames wants A:B (frame numbers), got {text!r}") from None
 
 
-def _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_budget, fps, plus) -> bytes:
+def _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_budget, epochs, fps, plus) -> bytes:
     import ncodec
 
     if output == "-":
@@ -200,7 +203,7 @@ def _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_b
     blob = ncodec.encode(src, codec=codec, quality=quality, bpp=bpp, bitrate=bitrate, media="video",
                          frames=_frame_range(frame_range), fps=fps,
                          options={"time_budget": time_budget, "progress": progress, "checkpoint": str(ckpt),
-                                  "plus": plus})
+                                  "plus": plus, **({"epochs": epochs} if epochs else {})})
     click.echo("", err=True)
     _atomic_write(output, lambda f: f.write(blob))
     return blob

@@ -34,7 +34,17 @@ def _model_tags(codecs: list[str], media: str) -> dict[str, str]:
     from .. import zoo
     from ..registry import CODEC_MODULES
 
-    return {c: zoo.find(c, media).sha256[:16] for c in codecs if c in CODEC_MODULES}
+    from ..errors import ModelMismatch
+    from ..registry import get_codec_class
+
+    tags = {}
+    for c in codecs:
+        if c in CODEC_MODULES:
+            try:
+                tags[c] = zoo.find(c, media).sha256[:16]
+            except ModelMismatch:  # codecs without weights (implicit video): their version
+                tags[c] = f"{c}-v{get_codec_class(c).version}"
+    return tags
 
 
 def _load_cache(path: Path, tags: dict[str, str]) -> dict:
@@ -401,21 +411,33 @@ def run_video(codecs: list[str], data: Path, out: Path, limit: int | None = None
     if not files:
         raise BadInput(f"no video files (.mp4 .y4m .mkv ...) in {data}")
     for c in codecs:
-        if c not in vb.CODECS:
-            raise BadInput(f"unknown video codec {c!r}; known: {', '.join(vb.CODECS)}")
+        if c not in vb.CODECS and c not in vb.LEARNED:
+            raise BadInput(f"unknown video codec {c!r}; known: {', '.join(list(vb.CODECS) + list(vb.LEARNED))}")
     out.mkdir(parents=True, exist_ok=True)
+    cache_path = out / "cache.jsonl"  # learned video codecs fit for minutes: an interrupted run resumes
+    tags = _model_tags([c for c in codecs if c in vb.LEARNED], "video")
+    cache = _load_cache(cache_path, tags)
     rows, k = [], 0
-    total = sum(len(rates or vb.CODECS[c][2]) for c in codecs) * len(files)
-    for f in files:
-        frames, fps = vb.read_frames(f, max_frames)
-        for c in codecs:
-            for r in rates or vb.CODECS[c][2]:
-                row = {"codec": c, "item": f.name, "rate": r, "ms_ssim": None}
-                row.update(vb.run_one(c, frames, fps, r))
-                rows.append(row)
-                k += 1
-                if progress:
-                    progress(k, total, row)
+    total = sum(len(rates or vb.rates_for(c)) for c in codecs) * len(files)
+    with open(cache_path, "a") as cf:
+        for f in files:
+            frames = None
+            for c in codecs:
+                for r in rates or vb.rates_for(c):
+                    key = (c, f"{f.name}@{max_frames}", r)
+                    if key in cache:
+                        row = cache[key]
+                    else:
+                        if frames is None:
+                            frames, fps = vb.read_frames(f, max_frames)
+                        row = {"codec": c, "item": key[1], "rate": r, "ms_ssim": None, "model": tags.get(c)}
+                        row.update(vb.run_one(c, frames, fps, r))
+                        cf.write(json.dumps(row) + "\n")
+                        cf.flush()
+                    rows.append(row)
+                    k += 1
+                    if progress:
+                        progress(k, total, row)
     summary = summarise(rows, codecs, anchor)
     summary.update({"data": str(data), "items": len(files), "command": command, "max_frames": max_frames,
                     "settings": {c: vb.SETTINGS[c] for c in codecs}, "date": time.strftime("%Y-%m-%d")})

@@ -7,8 +7,8 @@ index, so the decoder's tables never depend on float noise). Decoding evaluates 
 only, so any frame range decodes without touching the other groups.
 
 Network (``NervConfig``): t -> sin/cos positional encoding (``pe`` levels, base 1.25) -> MLP embedding e ->
-low-rank linear map to a (c0, H/32, W/32) grid -> five blocks (3x3 conv, pixel shuffle x2, FiLM from e, GELU)
--> 3x3 conv -> sigmoid. NeRV++ blocks add a bilinear-upsampled skip (1x1 conv) around the upsampling and a
+low-rank linear map to a (c0, H/32, W/32) grid -> four blocks (3x3 conv, pixel shuffle x2, FiLM from e, GELU)
+-> 3x3 conv to 12 channels, pixel shuffle x2 (no layer runs at full resolution) -> sigmoid. NeRV++ blocks add a bilinear-upsampled skip (1x1 conv) around the upsampling and a
 depthwise-separable residual conv after it.
 
 ``nirvana``: groups are short; group k's network starts from group k-1's fitted weights (fewer steps) and is
@@ -17,7 +17,7 @@ steps; every ``intra`` groups one is coded alone, so random access and damage st
 each group's steps trains through the quantiser (straight-through), as NIRVANA's quantisation-aware training.
 The paper's patch-wise prediction is not done: frames are predicted whole.
 
-HEAD params: ``PARAMS`` (variant, group frames, pe levels, embed, rank, c0, 5 widths, bits, intra period).
+HEAD params: ``PARAMS`` (variant, group frames, pe levels, embed, rank, c0, 4 widths, bits, intra period).
 Unit key: (first frame, frames, group index, reference group or 0xFFFF... see FORMAT.md section 9).
 Payload: n_tensors:varint, per tensor `step:f32 scale:u8`, then one indexed stream of all weights' integers.
 """
@@ -35,8 +35,9 @@ from ..errors import BadInput, CorruptFile, UnsupportedVersion
 from ..registry import register_codec
 from .base import Codec, Encoded, Rate
 
-PARAMS = struct.Struct("<BHBHBB5HBB")
-UP = 32  # total upsampling of the five blocks
+PARAMS = struct.Struct("<BHBHBB4HBB")
+UP = 32  # total upsampling: four blocks (x2 each) and the pixel-shuffled head (x2)
+N_BLOCKS = 4
 N_SCALES = 64
 SCALE_MIN, SCALE_MAX = 0.05, 2000.0
 
@@ -51,7 +52,7 @@ class NervConfig:
     embed: int = 64
     rank: int = 16
     c0: int = 16
-    widths: tuple = (24, 24, 18, 12, 8)
+    widths: tuple = (24, 24, 18, 12)
     bits: int = 8
     intra: int = 1  # nirvana: every intra-th group is coded alone (1: every group, plain NeRV)
 
@@ -69,7 +70,7 @@ class NervConfig:
             plus, group, pe, embed, rank, c0, *rest = PARAMS.unpack(params)
         except struct.error:
             raise CorruptFile("nerv parameters are malformed") from None
-        widths, bits, intra = tuple(rest[:5]), rest[5], rest[6]
+        widths, bits, intra = tuple(rest[:N_BLOCKS]), rest[N_BLOCKS], rest[N_BLOCKS + 1]
         cfg = cls(height, width, bool(plus), group, pe, embed, rank, c0, widths, bits, intra)
         if not (1 <= group <= 4096 and 1 <= pe <= 32 and 1 <= embed <= 1024 and 1 <= rank <= 256
                 and 1 <= c0 <= 256 and all(1 <= w <= 512 for w in widths) and 2 <= bits <= 16 and intra >= 1
@@ -114,8 +115,8 @@ def _net_class():
             self.down = nn.Linear(cfg.embed, cfg.rank)
             self.grid = nn.Linear(cfg.rank, cfg.c0 * gh * gw)
             chans = (cfg.c0,) + tuple(cfg.widths)
-            self.blocks = nn.ModuleList([Block(chans[i], chans[i + 1], cfg.embed, cfg.plus) for i in range(5)])
-            self.head = nn.Conv2d(chans[-1], 3, 3, padding=1)
+            self.blocks = nn.ModuleList([Block(chans[i], chans[i + 1], cfg.embed, cfg.plus) for i in range(N_BLOCKS)])
+            self.head = nn.Conv2d(chans[-1], 12, 3, padding=1)  # 3 colours x 2x2, pixel-shuffled to full size
             freqs = math.pi * 1.25 ** torch.arange(cfg.pe, dtype=torch.float32)
             self.register_buffer("freqs", freqs, persistent=False)
 
@@ -128,7 +129,7 @@ def _net_class():
             x = self.grid(F.gelu(self.down(e))).view(-1, cfg.c0, gh, gw)
             for blk in self.blocks:
                 x = blk(x, e)
-            return torch.sigmoid(self.head(x))[:, :, : cfg.height, : cfg.width]
+            return torch.sigmoid(F.pixel_shuffle(self.head(x), 2))[:, :, : cfg.height, : cfg.width]
 
     return NervNet
 
@@ -237,20 +238,25 @@ class _Fitter:
             net.load_state_dict(state["net"])
             opt.load_state_dict(state["opt"])
             start_epoch = state["epoch"]
+            self.qat_steps = state.get("qat_steps")
         batch = max(1, min(len(frames), 4))
         t0, last_save = time.time(), time.time()
-        # QAT for the last quarter of the steps, or of the time budget, whichever comes first
-        qat_from = int(epochs * 0.75) if qat is not None else epochs + 1
         gen = torch.Generator().manual_seed(start_epoch)
         psnr = float("nan")
+        spent = state.get("spent", 0.0) if state else 0.0  # seconds of fitting before a resume
         for ep in range(start_epoch, epochs):
+            # progress = the larger of the epoch and time-budget fractions: the cosine schedule ends (and QAT
+            # starts) on time whichever limit comes first
+            frac = max(ep / epochs, (spent + time.time() - t0) / budget_s)
+            if frac >= 1:
+                break
             for g in opt.param_groups:
-                g["lr"] = lr * (0.5 * (1 + math.cos(math.pi * ep / epochs))) * min(1.0, (ep + 1) / 10)
+                g["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))) * min(1.0, (ep + 1) / 5)
             order = torch.randperm(len(frames), generator=gen)
             mse_sum = 0.0
             for i in range(0, len(frames), batch):
                 b = order[i : i + batch]
-                if qat is not None and self.qat_steps is None and (ep >= qat_from or time.time() - t0 > 0.75 * budget_s):
+                if qat is not None and self.qat_steps is None and frac >= 0.75:
                     self.qat_steps = self.steps_for() if qat == "auto" else list(qat)
                 if self.qat_steps is not None:
                     y = self._qat_forward(t[b], self.qat_steps)
@@ -262,13 +268,14 @@ class _Fitter:
                 opt.step()
                 mse_sum += loss.item() * len(b)
             psnr = 10 * math.log10(1 / max(mse_sum / len(frames), 1e-12))
+            if ep == start_epoch:  # torch's one-time set-up (first backward pass) is not fitting time
+                t0 = time.time()
             if progress:
                 progress(ep + 1, epochs, psnr)
             if save and time.time() - last_save > 30:
-                save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": ep + 1})
+                save({"net": net.state_dict(), "opt": opt.state_dict(), "epoch": ep + 1,
+                      "spent": spent + time.time() - t0, "qat_steps": self.qat_steps})
                 last_save = time.time()
-            if time.time() - t0 > budget_s:
-                break
         return psnr
 
     def _qat_forward(self, t, steps):
@@ -362,7 +369,7 @@ class _Decoder:
 def _quality_config(q: float, h: int, w: int, plus: bool, group: int, intra: int) -> NervConfig:
     """Quality 0..100 -> network width (and 6..8 bits)."""
     base = 8 + q / 100 * 40  # widest block
-    widths = tuple(max(4, int(round(base * f))) for f in (1.0, 1.0, 0.75, 0.5, 0.35))
+    widths = tuple(max(4, int(round(base * f))) for f in (1.0, 1.0, 0.75, 0.5))
     bits = 6 if q < 30 else 7 if q < 60 else 8
     return NervConfig(h, w, plus, group, 16, 64, 16, max(4, int(round(base / 2))), widths, bits, intra)
 
@@ -372,11 +379,11 @@ def _param_count(cfg: NervConfig) -> int:
     chans = (cfg.c0,) + tuple(cfg.widths)
     n = 2 * cfg.pe * cfg.embed + cfg.embed * cfg.embed + 2 * cfg.embed + cfg.embed * cfg.rank + cfg.rank
     n += cfg.rank * cfg.c0 * gh * gw + cfg.c0 * gh * gw
-    for i in range(5):
+    for i in range(N_BLOCKS):
         n += 9 * chans[i] * chans[i + 1] * 4 + chans[i + 1] * 4 + cfg.embed * 2 * chans[i + 1] + 2 * chans[i + 1]
         if cfg.plus:
             n += chans[i] * chans[i + 1] + chans[i + 1] + 10 * chans[i + 1] + chans[i + 1] ** 2 + chans[i + 1]
-    return n + 9 * chans[-1] * 3 + 3
+    return n + 9 * chans[-1] * 12 + 12
 
 
 class _NervBase(Codec):
@@ -387,7 +394,7 @@ class _NervBase(Codec):
     default_intra = 1
 
     def encode(self, src, media: str, rate: Rate, progress=None, time_budget: float | None = None,
-               checkpoint=None, plus: bool = False, **info) -> Encoded:
+               checkpoint=None, plus: bool = False, epochs: int = 300, **info) -> Encoded:
         import torch
 
         from ..container import RateKind
@@ -410,10 +417,11 @@ class _NervBase(Codec):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         # default budget: 6 s per CIF frame on this class of machine (issue target: 10 min / 100 CIF frames)
         budget = time_budget if time_budget is not None else 6.0 * n * (h * w) / (352 * 288)
-        epochs = 300
+        if epochs < 1:
+            raise BadInput(f"epochs must be >= 1, got {epochs}")
         units, prev = [], None
         ckpt = _Checkpoint(checkpoint, {"codec": self.codec_id, "cfg": asdict(cfg), "frames": n, "shape": [h, w],
-                                        "quality": q}) if checkpoint else None
+                                        "quality": q, "epochs": epochs}) if checkpoint else None
         n_groups = -(-n // group)
         for gi, (first, frames) in enumerate(src.groups(group)):
             intra = not self.chained or gi % cfg.intra == 0
@@ -426,7 +434,7 @@ class _NervBase(Codec):
                 # inter groups: the reference group's steps, so the residual is an integer difference
                 qat = None if not self.chained else ("auto" if intra else prev[2])
                 # group 0 of nirvana takes the full share, later (warm-started) groups a third as many steps
-                g_epochs = epochs if intra else epochs // 3
+                g_epochs = epochs if intra else max(1, epochs // 3)
                 g_budget = budget * len(frames) / n * (1.0 if not self.chained else (1.6 if intra else 0.85))
                 state = ckpt.state(gi) if ckpt else None
                 report = (lambda e, E, p, gi=gi: progress(gi, n_groups, e, E, p)) if progress else None
