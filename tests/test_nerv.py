@@ -176,3 +176,24 @@ def test_cli_folder_of_frames_to_y4m_and_pngs(tmp_path):
     r = subprocess.run(cli + ["decode", str(nc), "-o", str(tmp_path / "y.y4m"), "--frames", "x"],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "A:B" in r.stderr and not (tmp_path / "y.y4m").exists()
+
+
+def test_decoding_different_videos_from_threads(nerv_blob):
+    import threading
+
+    clip, blob = nerv_blob
+    other = ncodec.encode(clip[::-1].copy(), codec="nirvana", media="video", quality=5, options={"epochs": 4})
+    blobs = [blob, other, blob]
+    expected = [ncodec.decode(b).data for b in blobs]
+    got = [None] * 3
+
+    def work(i):
+        got[i] = np.stack(list(ncodec.video.open(blobs[i])))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for e, g in zip(expected, got):
+        assert g is not None and np.abs(e.astype(int) - g.astype(int)).max() <= 1

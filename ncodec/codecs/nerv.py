@@ -438,7 +438,8 @@ class _NervBase(Codec):
                 g_budget = budget * len(frames) / n * (1.0 if not self.chained else (1.6 if intra else 0.85))
                 state = ckpt.state(gi) if ckpt else None
                 report = (lambda e, E, p, gi=gi: progress(gi, n_groups, e, E, p)) if progress else None
-                fitter.fit(frames, 0, g_epochs, g_budget, lr=5e-3, qat=qat, progress=report, state=state,
+                # warm-started groups fine-tune with a lower rate: smaller weight residuals to code
+                fitter.fit(frames, 0, g_epochs, g_budget, lr=5e-3 if intra else 2e-3, qat=qat, progress=report, state=state,
                            save=(lambda s, gi=gi: ckpt.save_state(gi, s)) if ckpt else None)
                 steps = fitter.qat_steps if fitter.qat_steps is not None else fitter.steps_for()
                 ints = fitter.quantise(steps)

@@ -9,6 +9,10 @@ from ..errors import BadInput
 class ArraySource:
     def __init__(self, data: np.ndarray, rate: int):
         data = np.asarray(data, dtype=np.float32)
+        if data.ndim == 0 or len(data) == 0 or data.size == 0:
+            raise BadInput("the audio has no samples")
+        if data.ndim > 2:
+            raise BadInput(f"audio must be (frames,) or (frames, channels), got shape {data.shape}")
         self.data = data.reshape(len(data), -1)
         self.frames, self.channels, self.rate = len(self.data), self.data.shape[1], int(rate)
 
