@@ -400,8 +400,12 @@ def list_(as_json):
 @click.option("--anchor", default=None, help="Anchor codec (default: webp for images, opus for audio).")
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Worker processes (image kind: one image per task; other kinds run serially).")
+@click.option("--lpips-weights", default=None, envvar="NCODEC_LPIPS_WEIGHTS", type=click.Path(),
+              help="image: also LPIPS (AlexNet, v0.1) from this safetensors file (see docs/benchmarks.md).")
+@click.option("--fid-weights", default=None, envvar="NCODEC_FID_WEIGHTS", type=click.Path(),
+              help="image: also FID over 256x256 patches, pytorch-fid's Inception in safetensors.")
 @click.pass_context
-def bench(ctx, kind, codecs, data, limit, first, rates, out_dir, anchor, jobs):
+def bench(ctx, kind, codecs, data, limit, first, rates, out_dir, anchor, jobs, lpips_weights, fid_weights):
     """Rate-distortion benchmark against classical codecs (resumable: per-item results are cached).
 
     `digits` stores MNIST test digits (--data: the folder of t10k-images-idx3-ubyte.gz) with pc as one
@@ -445,7 +449,14 @@ def bench(ctx, kind, codecs, data, limit, first, rates, out_dir, anchor, jobs):
             click.echo(f"[{i}/{n}] {row['codec']:<7} {row['item']:<14} rate {row['rate']:<6} {msg}", err=True)
 
         cmd = "ncodec " + " ".join(sys.argv[1:])
-        run = {"image": run_image, "audio": run_audio, "video": run_video, "lossless": run_lossless}[kind]
+        if kind == "image":
+            return run_image(names, Path(data), Path(out_dir), limit, anchor, rate_list, progress, cmd, jobs,
+                             lpips_weights=lpips_weights, fid_weights=fid_weights)
+        if lpips_weights or fid_weights:
+            from ncodec.errors import BadInput
+
+            raise BadInput("--lpips-weights and --fid-weights are for `ncodec bench image`")
+        run = {"audio": run_audio, "video": run_video, "lossless": run_lossless}[kind]
         return run(names, Path(data), Path(out_dir), limit, anchor, rate_list, progress, cmd, jobs)
 
     summary = _run(ctx, work)
@@ -453,6 +464,29 @@ def bench(ctx, kind, codecs, data, limit, first, rates, out_dir, anchor, jobs):
 
     click.echo({"image": markdown, "audio": audio_markdown, "video": markdown,
                 "lossless": lossless_markdown}[kind](summary))
+
+
+@main.command("convert-weights")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="The .safetensors file to write.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.pass_context
+def convert_weights(ctx, inputs, output, force):
+    """Merge torch checkpoints (.pth, read as tensors only) into one safetensors file.
+
+    For official weights ncodec can use, e.g. LPIPS: `ncodec convert-weights alexnet-owt-7be5be79.pth alex.pth
+    -o lpips-alex.safetensors`; FID: `ncodec convert-weights pt_inception-2015-12-05-6726825d.pth -o fid.safetensors`.
+    """
+
+    def work():
+        from ncodec.bench.perceptual import convert_checkpoint
+
+        _check_output(ctx, output, force, list(inputs))
+        data, n = convert_checkpoint(list(inputs), log=lambda m: click.echo(m, err=True))
+        _atomic_write(output, lambda f: f.write(data))
+        click.echo(f"wrote {n} tensors to {output}", err=True)
+
+    _run(ctx, work)
 
 
 @main.command()

@@ -65,16 +65,59 @@ def _image_file_jobs(item) -> list[dict]:
     """All (codec, rate) runs of one image file (a unit of work for --jobs)."""
     from ..media import read_image
 
-    f, pairs, tags = item
+    f, pairs, tags, perc = item
     img = read_image(f)
+    lp = fid = None
+    if perc.get("lpips"):
+        from .perceptual import lpips_model
+
+        lp = lpips_model(perc["lpips"])
+    if perc.get("fid"):
+        from .perceptual import fid_model
+
+        fid = fid_model(perc["fid"])
+        ref = _fid_path(perc, "reference", None, f.name)
+        if not ref.exists():
+            _save_npy(ref, fid.features(img))
     rows = []
     for c, r in sorted(pairs):
         nbytes, dec, te, td = image_bench.run_one(c, img, r)
         px = img.shape[0] * img.shape[1]
-        rows.append({"codec": c, "item": f.name, "rate": r, "bytes": nbytes, "bpp": 8 * nbytes / px,
-                     "psnr": psnr(img, dec), "ms_ssim": ms_ssim(img, dec), "enc_s": te, "dec_s": td, "pixels": px,
-                     "model": tags.get(c)})
+        row = {"codec": c, "item": f.name, "rate": r, "bytes": nbytes, "bpp": 8 * nbytes / px,
+               "psnr": psnr(img, dec), "ms_ssim": ms_ssim(img, dec), "enc_s": te, "dec_s": td, "pixels": px,
+               "model": tags.get(c)}
+        if lp is not None:
+            row["lpips"] = lp(img, dec)
+        if fid is not None:
+            _save_npy(_fid_path(perc, c, r, f.name), fid.features(dec))
+        row["perceptual"] = perc.get("tags")
+        rows.append(row)
     return rows
+
+
+def _fid_path(perc: dict, codec: str, rate, item: str) -> Path:
+    """Where the FID patch features of one decoded image (or of the reference) are kept."""
+    sub = "reference" if rate is None else f"{codec}@{rate:g}"
+    return Path(perc["dir"]) / f"fid-{perc['tags']['fid']}" / sub / f"{item}.npy"
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, arr)
+    tmp.replace(path)
+
+
+def _perceptual_missing(row: dict, perc: dict) -> bool:
+    """A cached row lacks a requested perceptual metric (or was measured with other weights)."""
+    have = row.get("perceptual") or {}
+    for k in ("lpips", "fid"):
+        if perc.get(k) and have.get(k) != perc["tags"][k]:
+            return True
+    if perc.get("fid") and not (_fid_path(perc, row["codec"], row["rate"], row["item"]).exists()
+                                and _fid_path(perc, "", None, row["item"]).exists()):
+        return True
+    return False
 
 
 def _record(cf, cache, row, done, total, progress) -> int:
@@ -87,7 +130,9 @@ def _record(cf, cache, row, done, total, progress) -> int:
 
 
 def run_image(codecs: list[str], data: Path, out: Path, limit: int | None = None, anchor: str = "webp",
-              rates: list[float] | None = None, progress=None, command: str = "", jobs: int = 1) -> dict:
+              rates: list[float] | None = None, progress=None, command: str = "", jobs: int = 1,
+              lpips_weights: str | None = None, fid_weights: str | None = None) -> dict:
+    """Every codec x rate x image; LPIPS and FID too when their weights are given (see bench.perceptual)."""
     for c in codecs:
         if not image_bench.available(c):
             raise BadInput(f"codec {c!r} is not available here (known: {', '.join(image_bench.CLASSICAL)} and "
@@ -97,8 +142,10 @@ def run_image(codecs: list[str], data: Path, out: Path, limit: int | None = None
     tags = _model_tags(codecs, "image")
     cache = _load_cache(out / "cache.jsonl", tags)
     cache_path = out / "cache.jsonl"
+    perc = _perceptual_setup(out, lpips_weights, fid_weights)
     planned = [(c, f, r) for c in codecs for f in files for r in image_bench.rates_for(c, rates)]
-    todo = [j for j in planned if (j[0], j[1].name, j[2]) not in cache]
+    todo = [j for j in planned if (j[0], j[1].name, j[2]) not in cache
+            or _perceptual_missing(cache[(j[0], j[1].name, j[2])], perc)]
     by_file: dict[Path, list] = defaultdict(list)
     for c, f, r in todo:
         by_file[f].append((c, r))
@@ -108,16 +155,20 @@ def run_image(codecs: list[str], data: Path, out: Path, limit: int | None = None
             from concurrent.futures import ProcessPoolExecutor
 
             with ProcessPoolExecutor(jobs) as ex:
-                results = ex.map(_image_file_jobs, [(f, p, tags) for f, p in by_file.items()])
+                results = ex.map(_image_file_jobs, [(f, p, tags, perc) for f, p in by_file.items()])
                 for file_rows in results:
                     for row in file_rows:
                         done = _record(cf, cache, row, done, len(todo), progress)
         else:
             for f, p in sorted(by_file.items()):
-                for row in _image_file_jobs((f, p, tags)):
+                for row in _image_file_jobs((f, p, tags, perc)):
                     done = _record(cf, cache, row, done, len(todo), progress)
     rows = [cache[(c, f.name, r)] for c, f, r in planned]
     summary = summarise(rows, codecs, anchor)
+    if perc.get("fid"):
+        _fid_summary(summary, rows, perc, [f.name for f in files])
+    if perc.get("tags"):
+        summary["perceptual_weights"] = {k: v for k, v in perc["tags"].items() if v}
     summary["settings"] = {c: image_bench.SETTINGS.get(c, "ncodec, bpp from the .nc file") for c in codecs}
     summary["data"] = str(data)
     summary["items"] = len(files)
@@ -126,6 +177,37 @@ def run_image(codecs: list[str], data: Path, out: Path, limit: int | None = None
     summary["date"] = time.strftime("%Y-%m-%d")
     write_outputs(out, rows, summary)
     return summary
+
+
+def _perceptual_setup(out: Path, lpips_weights: str | None, fid_weights: str | None) -> dict:
+    """Load (and so check) the perceptual models up front: a bad weights file fails before any work."""
+    if not (lpips_weights or fid_weights):
+        return {}
+    from .perceptual import fid_model, lpips_model, weights_tag
+
+    if lpips_weights:
+        lpips_model(str(lpips_weights))
+    if fid_weights:
+        fid_model(str(fid_weights))
+    return {"lpips": lpips_weights and str(lpips_weights), "fid": fid_weights and str(fid_weights),
+            "dir": str(out), "tags": {"lpips": weights_tag(lpips_weights), "fid": weights_tag(fid_weights)}}
+
+
+def _fid_summary(summary: dict, rows: list[dict], perc: dict, items: list[str]) -> None:
+    """FID of every (codec, rate) over all images' patches, against the reference patches."""
+    from .perceptual import frechet_distance
+
+    ref = np.concatenate([np.load(_fid_path(perc, "", None, i)) for i in items])
+    for c, e in summary["codecs"].items():
+        curve = []
+        for r in sorted({row["rate"] for row in rows if row["codec"] == c}):
+            sel = [row for row in rows if row["codec"] == c and row["rate"] == r]
+            feats = np.concatenate([np.load(_fid_path(perc, c, r, row["item"])) for row in sel])
+            curve.append({"rate": r, "bpp": float(np.mean([row["bpp"] for row in sel])),
+                          "fid": frechet_distance(ref, feats), "patches": len(feats)})
+        e["fid_curve"] = curve
+        e["fid_at_bpp"] = {str(t): quality_at_rate([p["bpp"] for p in curve], [p["fid"] for p in curve], t)
+                           for t in FIXED_BPP}
 
 
 def summarise(rows: list[dict], codecs: list[str], anchor: str) -> dict:
@@ -145,6 +227,10 @@ def summarise(rows: list[dict], codecs: list[str], anchor: str) -> dict:
                     for i in items]
             ok = vals and None not in vals and not np.any(np.isnan(vals))
             entry["ms_ssim_at_bpp"][str(t)] = float(np.mean(vals)) if ok else None
+            if all(r.get("lpips") is not None for i in items for r in per_item[i]) and per_item:
+                vals = [quality_at_rate([r["bpp"] for r in per_item[i]], [r["lpips"] for r in per_item[i]], t)
+                        for i in items]
+                entry.setdefault("lpips_at_bpp", {})[str(t)] = float(np.mean(vals)) if None not in vals else None
         if anchor in by and c != anchor:
             for key, metric in (("bd_rate_psnr", "psnr"), ("bd_rate_ms_ssim", "ms_ssim")):
                 vals = []
@@ -210,6 +296,16 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {c} | {f(p['0.25'])} | {f(p['0.5'])} | {f(p['0.75'])} | {f(p['1.0'])} | "
                      f"{f(e['ms_ssim_at_bpp']['0.5'], 4)} | {f(e.get('bd_rate_psnr'), 1)}% | "
                      f"{f(e.get('bd_rate_ms_ssim'), 1)}% | {f(e.get('encode_mp_s'))} | {f(e.get('decode_mp_s'))} |")
+    if any("lpips_at_bpp" in e or "fid_at_bpp" in e for e in summary["codecs"].values()):
+        w = summary.get("perceptual_weights", {})
+        lines += ["", "Perceptual (lower is better; LPIPS per image interpolated over log-bpp and averaged; FID over "
+                  "all images' 256x256 patches per rate setting, interpolated over the mean bpp). Weights: "
+                  + ", ".join(f"{k} sha256 {v}..." for k, v in w.items()), "",
+                  "| codec | LPIPS@0.25 | LPIPS@0.5 | LPIPS@1.0 | FID@0.25 | FID@0.5 | FID@1.0 |", "|---" * 7 + "|"]
+        for c, e in summary["codecs"].items():
+            lp, fd = e.get("lpips_at_bpp", {}), e.get("fid_at_bpp", {})
+            lines.append(f"| {c} | " + " | ".join(f(lp.get(t), 4) for t in ("0.25", "0.5", "1.0")) + " | "
+                         + " | ".join(f(fd.get(t), 1) for t in ("0.25", "0.5", "1.0")) + " |")
     lines += ["", "PSNR: RGB, 8-bit, interpolated per image over log-bpp, then averaged. BD-rate: pchip on log-rate "
               "over the overlapping quality range, per image, then averaged. bpp from whole files.", "",
               "Settings: " + "; ".join(f"{k}: {v}" for k, v in summary.get("settings", {}).items()), ""]
