@@ -119,8 +119,11 @@ def main(ctx, debug):
               help="Video: most fitting passes per group (default 300; the time budget usually ends it first).")
 @click.option("--fps", type=float, default=25.0, show_default=True, help="Video from a folder of frames: frame rate.")
 @click.option("--plus", is_flag=True, help="Video (nerv/nirvana): NeRV++ blocks (bilinear skip + separable conv).")
+@click.option("--model", "model_id", default=None,
+              help="Model id (rvq: e.g. a converted EnCodec checkpoint; see `ncodec list`). Default: the newest.")
 @click.pass_context
-def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range, time_budget, epochs, fps, plus):
+def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range, time_budget, epochs, fps, plus,
+           model_id):
     """Encode a media file (image, audio or video; '-' reads stdin) into a .nc file.
 
     Video (a file PyAV reads: .mp4 .y4m .264 ..., or a folder of frames) is fitted, with progress and PSNR shown;
@@ -151,6 +154,8 @@ def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range
         if src != "-" and (Path(src).is_dir() or _is_video_name(src)):
             return _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_budget, epochs, fps,
                                  plus)
+        if model_id and (len(inputs) > 1):
+            raise ncodec.BadInput("--model applies to single-file encodes")
         if frame_range or time_budget is not None or epochs is not None or plus:
             raise ncodec.BadInput("--frames, --time-budget, --epochs and --plus apply to video inputs")
         if len(inputs) > 1:
@@ -158,7 +163,8 @@ def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range
             _atomic_write(output, lambda f: f.write(blob))
             return blob
         data = sys.stdin.buffer.read() if src == "-" else src
-        blob = ncodec.encode(data, codec=codec, quality=quality, bpp=bpp, bitrate=bitrate)
+        blob = ncodec.encode(data, codec=codec, quality=quality, bpp=bpp, bitrate=bitrate,
+                             options={"model": model_id} if model_id else None)
         _atomic_write(output, lambda f: f.write(blob))
         return blob
 
@@ -391,7 +397,7 @@ def list_(as_json):
 @click.option("--codecs", default=None,
               help="Comma-separated codecs: ncodec ids and jpeg, webp, avif, jxl, j2k (image), opus, mp3, aac "
                    "(audio), png, webp-ll, jxl-ll (lossless, digits). Default: all of the kind.")
-@click.option("--data", required=True, type=click.Path(), help="Folder of media files.")
+@click.option("--data", required=True, type=click.Path(), help="Folder of media files (video: also one video file).")
 @click.option("--limit", type=int, default=None, help="Use the first N files only (digits: N digits, default 200).")
 @click.option("--first", type=int, default=8000, show_default=True,
               help="digits: index of the first MNIST test image (0..7999 train the shipped model).")
@@ -485,6 +491,39 @@ def convert_weights(ctx, inputs, output, force):
         data, n = convert_checkpoint(list(inputs), log=lambda m: click.echo(m, err=True))
         _atomic_write(output, lambda f: f.write(data))
         click.echo(f"wrote {n} tensors to {output}", err=True)
+
+    _run(ctx, work)
+
+
+@main.command("convert-encodec")
+@click.argument("checkpoint", type=click.Path())
+@click.option("-o", "--output", "out_dir", default="models", show_default=True, type=click.Path(),
+              help="Model folder to write <id>.safetensors and <id>.json into (use it as $NCODEC_MODELS).")
+@click.option("--id", "model_id", default="encodec-24khz", show_default=True, help="Model id for the card.")
+@click.option("--data", "folders", multiple=True, type=click.Path(),
+              help="Audio folders to count code frequencies on (repeatable); without, uniform tables.")
+@click.option("--force", is_flag=True, help="Overwrite an existing model of that id.")
+@click.pass_context
+def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
+    """Use an official EnCodec 24 kHz checkpoint (encodec_24khz-d7cc33bc.th) as an rvq model.
+
+    Then: `ncodec encode speech.wav -o s.nc --codec rvq --model encodec-24khz --bitrate 6`.
+    """
+
+    def work():
+        from ncodec.errors import BadInput
+        from ncodec.train.rvq import convert_encodec as convert
+
+        target = Path(out_dir) / f"{model_id}.safetensors"
+        if target.exists() and not force:
+            click.echo(f"ncodec: error: {target} exists; use --force to overwrite it", err=True)
+            ctx.exit(EXIT_EXISTS)
+        if not Path(out_dir).is_dir():
+            raise BadInput(f"folder {out_dir} does not exist")
+        card = convert(checkpoint, Path(out_dir), model_id, [Path(f) for f in folders] or None,
+                       log=lambda m: click.echo(m, err=True))
+        click.echo(f"wrote {card['id']} ({card['config']['n_q']} codebooks of {card['config']['codebook_size']}, "
+                   f"{card['config']['rate']} Hz) to {out_dir}", err=True)
 
     _run(ctx, work)
 

@@ -104,7 +104,8 @@ def encode(src, codec: str | None = None, quality: float | None = None, bpp: flo
     or uint8 (frames, H, W, 3) video with ``media="video"``) into .nc bytes. Give at most one of quality / bpp /
     bitrate (kbps). Video: a file PyAV reads or a folder of frames; ``frames=(a, b)`` encodes only that range
     (``fps`` for folders and arrays); ``options`` go to the codec (video: ``time_budget`` seconds,
-    ``progress`` callback, ``checkpoint`` folder for a resumable encode, ``plus`` for NeRV++ blocks)."""
+    ``progress`` callback, ``checkpoint`` folder for a resumable encode, ``plus`` for NeRV++ blocks; rvq:
+    ``model`` id, e.g. a converted EnCodec checkpoint)."""
     from .codecs.base import Rate
     from .media import detect_media, read_image
     from .media.audio import ArraySource, FileSource
@@ -143,6 +144,11 @@ def encode(src, codec: str | None = None, quality: float | None = None, bpp: flo
     if codec_id is None:
         raise BadInput(f"no codec for {media}")
     cdc = _codec(codec_id)
+    if options and options.get("model") is not None:
+        import inspect
+
+        if "model" not in inspect.signature(cdc.encode).parameters:
+            raise BadInput(f"codec {codec_id!r} does not take a model choice; `ncodec list` shows the models")
 
     def final(rate: Rate) -> bytes:
         enc = cdc.encode(arr, media, rate, **(options or {}))

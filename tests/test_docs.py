@@ -29,3 +29,10 @@ def test_cli_examples_run(tmp_path):
     res = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "digits-back" / "digit1.png").exists() and (tmp_path / "middle.wav").exists()
+
+
+def test_benchmark_examples_run(tmp_path):
+    script = "set -euo pipefail\n" + "\n".join(_blocks("benchmarks.md", "bash"))
+    res = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "bench-out" / "results.json").exists()

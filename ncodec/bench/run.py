@@ -501,9 +501,12 @@ def run_video(codecs: list[str], data: Path, out: Path, limit: int | None = None
               max_frames: int = 60) -> dict:
     from . import video as vb
 
-    if not data.is_dir():
+    if data.is_file() and data.suffix.lower() in VIDEO_EXT:  # one video
+        files = [data]
+    elif not data.is_dir():
         raise BadInput(f"benchmark data folder {data} does not exist")
-    files = sorted(p for p in data.iterdir() if p.suffix.lower() in VIDEO_EXT)[: limit or None]
+    else:
+        files = sorted(p for p in data.iterdir() if p.suffix.lower() in VIDEO_EXT)[: limit or None]
     if not files:
         raise BadInput(f"no video files (.mp4 .y4m .mkv ...) in {data}")
     for c in codecs:

@@ -38,9 +38,14 @@ PARAMS = struct.Struct("<HHBBB")
 
 
 class RvqModel:
-    def __init__(self, tensors: dict, cfg: RvqConfig):
+    def __init__(self, tensors: dict, cfg, arch: str = "rvq"):
         self.cfg = cfg
-        self.net = RvqNet(cfg)
+        if arch == "encodec":  # an official EnCodec checkpoint, converted (ncodec.codecs.encodec_net)
+            from .encodec_net import EncodecNet
+
+            self.net = EncodecNet(cfg)
+        else:
+            self.net = RvqNet(cfg)
         self.net.load_state_dict({k[4:]: v.float() for k, v in tensors.items() if k.startswith("net.")})
         self.net.eval()
         # one table per (group, level): codebook_size codes + the escape entry of ncodec.entropy's tables
@@ -49,6 +54,13 @@ class RvqModel:
 
     @classmethod
     def from_card(cls, card: zoo.ModelCard) -> "RvqModel":
+        arch = card.card.get("arch", "rvq")
+        if arch == "encodec":
+            from .encodec_net import EncodecConfig
+
+            return cls(zoo.load_tensors(card), EncodecConfig(**card.card["config"]), arch)
+        if arch != "rvq":
+            raise ModelMismatch(f"model {card.id!r} has architecture {arch!r}, unknown to this ncodec; upgrade ncodec")
         return cls(zoo.load_tensors(card), RvqConfig(**card.card["config"]))
 
     def table_index(self, levels: int, frames: int) -> np.ndarray:
@@ -157,6 +169,8 @@ class RvqCodec(Codec):
 
     def model(self, model_id: str | None = None, weights_hash: bytes | None = None) -> RvqModel:
         card = zoo.find(self.codec_id, "audio", model_id)
+        if card.codec != self.codec_id or card.media != "audio":
+            raise ModelMismatch(f"model {card.id!r} is a {card.codec} {card.media} model, not an rvq audio model")
         if weights_hash is not None and weights_hash != card.hash8:
             raise ModelMismatch(f"this file needs model {card.id!r} with weights {weights_hash.hex()}..., but the "
                                 f"installed one has {card.hash8.hex()}...; install the matching weights")
@@ -188,14 +202,15 @@ class RvqCodec(Codec):
         return mid, min(total - mid, mid // 2 if mid < cfg.n_q else cfg.n_q)
 
     # ---------------------------------------------------------------------------------------- encode
-    def encode(self, src, media: str, rate: Rate, **info) -> Encoded:
+    def encode(self, src, media: str, rate: Rate, model: str | None = None, **info) -> Encoded:
+        """``model``: a model id (e.g. a converted EnCodec checkpoint); default the newest rvq model."""
         if media != "audio":
             raise BadInput(f"the rvq codec codes audio, not {media}")
         if src.channels not in (1, 2):
             raise BadInput(f"rvq codes mono or stereo, got {src.channels} channels")
         if not 8000 <= src.rate <= 192000:
             raise BadInput(f"sample rate {src.rate} Hz is outside 8000..192000")
-        card = zoo.find(self.codec_id, "audio")
+        card = zoo.find(self.codec_id, "audio", model)
         model = self.model(card.id)
         cfg = model.cfg
         stereo = src.channels == 2

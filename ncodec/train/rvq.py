@@ -198,15 +198,49 @@ def code_counts(model: RvqNet, clips: dict[str, list[np.ndarray]], seconds: floa
     return counts
 
 
+def _tables_and_stats(counts: np.ndarray) -> tuple[np.ndarray, list, list]:
+    """Integer code tables (add-one smoothed; the extra last entry is the table set's escape, never used by a
+    valid encoder, at the minimum frequency), per-level utilisation and entropy in bits."""
+    from ..entropy import quantize_pmf
+
+    groups, n_q, _ = counts.shape
+    freqs = np.stack([np.stack([quantize_pmf(np.append((counts[g, k] + 1) / (counts[g, k] + 1).sum(), 0.0))
+                                for k in range(n_q)]) for g in range(groups)])
+    usage = (counts > 0).mean(-1)
+    ent = []
+    for g in range(groups):
+        for k in range(n_q):
+            p = counts[g, k] / max(counts[g, k].sum(), 1)
+            ent.append(float(-(p[p > 0] * np.log2(p[p > 0])).sum()))
+    return freqs, [round(float(u), 4) for u in usage.reshape(-1)], [round(e, 3) for e in ent]
+
+
+def _write_model(out: Path, model_id: str, tensors: dict, cfg_dict: dict, card_extra: dict) -> dict:
+    """models/<id>.safetensors + <id>.json (card updated in place, SHA-256 pinned)."""
+    from safetensors.torch import save_file
+
+    from ..zoo import sha256_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / f"{model_id}.safetensors"
+    tmp = out / f".{model_id}.safetensors.tmp"  # written whole, then renamed: no partial model on failure
+    save_file(tensors, str(tmp), metadata={"model_id": model_id, "config": json.dumps(cfg_dict)})
+    card_path = out / f"{model_id}.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card.update({"id": model_id, "codec": "rvq", "media": "audio", "file": weights.name,
+                 "sha256": sha256_file(tmp), "config": cfg_dict})
+    card.update(card_extra)
+    tmp.replace(weights)
+    tmp_card = out / f".{model_id}.json.tmp"
+    tmp_card.write_text(json.dumps(card, indent=2) + "\n")
+    tmp_card.replace(card_path)
+    return card
+
+
 def export(run: Path, out: Path, model_id: str = "rvq-audio-v1", half: bool = True, data: str | None = None,
            extra: tuple[str, ...] = (), extra_card: dict | None = None, log=print,
            clips: dict[str, list[np.ndarray]] | None = None) -> dict:
     """Checkpoint -> models/<id>.safetensors (fp16 nets, int32 code tables) and its JSON card."""
-    from safetensors.torch import save_file
-
-    from ..entropy import quantize_pmf
-    from ..zoo import sha256_file
-
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     cfg = RvqConfig(**state["config"])
     model = RvqNet(cfg)
@@ -216,30 +250,43 @@ def export(run: Path, out: Path, model_id: str = "rvq-audio-v1", half: bool = Tr
         model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
     if clips is None:
         clips = load_clips(default_folders(data, extra), cfg.rate, run / "clips.npz", log=log)
-    counts = code_counts(model, clips)
-    # add-one smoothing keeps every code cheap to code; the extra last entry is the table set's escape
-    # (never used by a valid encoder, it gets the minimum frequency)
-    freqs = np.stack([np.stack([quantize_pmf(np.append((counts[g, k] + 1) / (counts[g, k] + 1).sum(), 0.0))
-                                for k in range(cfg.n_q)]) for g in range(cfg.groups)])
-    usage = (counts > 0).mean(-1)
-    ent = []
-    for g in range(cfg.groups):
-        for k in range(cfg.n_q):
-            p = counts[g, k] / max(counts[g, k].sum(), 1)
-            ent.append(float(-(p[p > 0] * np.log2(p[p > 0])).sum()))
+    freqs, usage, ent = _tables_and_stats(code_counts(model, clips))
     tensors = {f"net.{k}": (v.half() if half and v.is_floating_point() else v).contiguous()
                for k, v in model.state_dict().items()}
     tensors["codes.freqs"] = torch.from_numpy(freqs.astype(np.int32))
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / f"{model_id}.safetensors"
-    save_file(tensors, str(weights), metadata={"model_id": model_id, "config": json.dumps(cfg.to_dict())})
-    card_path = out / f"{model_id}.json"
-    card = json.loads(card_path.read_text()) if card_path.exists() else {}
-    card.update({"id": model_id, "codec": "rvq", "media": "audio", "file": weights.name,
-                 "sha256": sha256_file(weights), "config": cfg.to_dict(),
-                 "training": {"steps": int(state["step"])},
-                 "codebooks": {"utilisation": [round(float(u), 4) for u in usage.reshape(-1)],
-                               "entropy_bits": [round(e, 3) for e in ent]}})
-    card.update(extra_card or {})
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
-    return card
+    return _write_model(out, model_id, tensors, cfg.to_dict(),
+                        {"training": {"steps": int(state["step"])},
+                         "codebooks": {"utilisation": usage, "entropy_bits": ent}, **(extra_card or {})})
+
+
+def convert_encodec(checkpoint: str, out: Path, model_id: str = "encodec-24khz", folders: list[Path] | None = None,
+                    seconds: float = 600.0, log=print) -> dict:
+    """An official EnCodec 24 kHz checkpoint -> an rvq model (arch "encodec") in ``out``.
+
+    Code tables are counted on up to ``seconds`` per kind of the audio under ``folders`` (any audio the user
+    has); without folders every code gets the same frequency (log2 1024 = 10 bits a code)."""
+    from ..codecs.encodec_net import EncodecNet, from_official, load_official
+
+    cfg, state = from_official(load_official(checkpoint))
+    model = EncodecNet(cfg)
+    model.load_state_dict(state)
+    model.eval()
+    counts = np.zeros((cfg.groups, cfg.n_q, cfg.codebook_size), dtype=np.int64)
+    if folders:
+        clips = load_clips(list(folders), cfg.rate, log=log)
+        if not any(clips.values()):
+            from ..errors import BadInput
+
+            raise BadInput(f"no audio of at least one second under {', '.join(map(str, folders))}")
+        counts = code_counts(model, clips, seconds)
+        log(f"counted {int(counts[0, 0].sum())} frames of codes")
+    freqs, usage, ent = _tables_and_stats(counts)
+    tensors = {f"net.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    tensors["codes.freqs"] = torch.from_numpy(freqs.astype(np.int32))
+    from ..zoo import sha256_file
+
+    return _write_model(out, model_id, tensors, cfg.to_dict(),
+                        {"arch": "encodec", "source": {"file": Path(checkpoint).name,
+                                                       "sha256": sha256_file(Path(checkpoint))},
+                         "codebooks": {"utilisation": usage, "entropy_bits": ent,
+                                       "tables": "counted" if folders else "uniform"}})
