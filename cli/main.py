@@ -119,11 +119,13 @@ def main(ctx, debug):
               help="Video: most fitting passes per group (default 300; the time budget usually ends it first).")
 @click.option("--fps", type=float, default=25.0, show_default=True, help="Video from a folder of frames: frame rate.")
 @click.option("--plus", is_flag=True, help="Video (nerv/nirvana): NeRV++ blocks (bilinear skip + separable conv).")
+@click.option("--prune", type=float, default=None,
+              help="Video (nerv): zero this fraction of the smallest weights, then fine-tune (NeRV's pruning).")
 @click.option("--model", "model_id", default=None,
               help="Model id (rvq: e.g. a converted EnCodec checkpoint; see `ncodec list`). Default: the newest.")
 @click.pass_context
 def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range, time_budget, epochs, fps, plus,
-           model_id):
+           prune, model_id):
     """Encode a media file (image, audio or video; '-' reads stdin) into a .nc file.
 
     Video (a file PyAV reads: .mp4 .y4m .264 ..., or a folder of frames) is fitted, with progress and PSNR shown;
@@ -191,7 +193,8 @@ def _frame_range(text: str | None) -> tuple[int, int | None] | None:
         raise ncodec.BadInput(f"--frames wants A:B (frame numbers), got {text!r}") from None
 
 
-def _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_budget, epochs, fps, plus) -> bytes:
+def _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_budget, epochs, fps, plus,
+                  prune=None) -> bytes:
     import ncodec
 
     if output == "-":
@@ -209,7 +212,8 @@ def _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_b
     blob = ncodec.encode(src, codec=codec, quality=quality, bpp=bpp, bitrate=bitrate, media="video",
                          frames=_frame_range(frame_range), fps=fps,
                          options={"time_budget": time_budget, "progress": progress, "checkpoint": str(ckpt),
-                                  "plus": plus, **({"epochs": epochs} if epochs else {})})
+                                  "plus": plus, **({"epochs": epochs} if epochs else {}),
+                                  **({"prune": prune} if prune else {})})
     click.echo("", err=True)
     _atomic_write(output, lambda f: f.write(blob))
     return blob

@@ -341,7 +341,7 @@ def plot(out: Path, summary: dict) -> None:
 
 # ------------------------------------------------------------------------------------------------ audio
 
-FIXED_KBPS = (6.0, 12.0, 24.0, 48.0)
+FIXED_KBPS = (1.5, 3.0, 6.0, 12.0, 24.0, 48.0)
 AUDIO_METRICS = ("snr", "si_sdr", "mel", "pesq_wb", "stoi")
 
 

@@ -17,6 +17,10 @@ steps; every ``intra`` groups one is coded alone, so random access and damage st
 each group's steps trains through the quantiser (straight-through), as NIRVANA's quantisation-aware training.
 The paper's patch-wise prediction is not done: frames are predicted whole.
 
+``prune`` (nerv): after 85% of the fitting time the smallest weight-matrix entries (a global magnitude
+threshold) are set to zero and the rest fine-tuned with them held at zero, as NeRV prunes before quantising;
+the zeros are ordinary integers to the decoder, cheap under the tensor's Gaussian table.
+
 HEAD params: ``PARAMS`` (variant, group frames, pe levels, embed, rank, c0, 4 widths, bits, intra period).
 Unit key: (first frame, frames, group index, reference group or 0xFFFF... see FORMAT.md section 9).
 Payload: n_tensors:varint, per tensor `step:f32 scale:u8`, then one indexed stream of all weights' integers.
@@ -134,24 +138,64 @@ def _net_class():
     return NervNet
 
 
-def _tables():
-    from ..entropy import gaussian_tables
-
-    global _TABLES
-    if _TABLES is None:
-        _TABLES = gaussian_tables(SCALE_MIN * (SCALE_MAX / SCALE_MIN) ** (np.arange(N_SCALES) / (N_SCALES - 1)))
-    return _TABLES
+def _scales(n: int) -> np.ndarray:
+    return SCALE_MIN * (SCALE_MAX / SCALE_MIN) ** (np.arange(n) / (n - 1))
 
 
-_TABLES = None
+def _tables(version: int = 2):
+    """The weight tables. Version 1: 64 zero-mean Gaussians (table = scale index). Version 2: 256 tables,
+    index z * 64 + s: a spike at 0 of mass ZERO_MASS[z] mixed with the Gaussian of scale s of 64 (those of version 1), so pruned
+    (sparse) tensors and near-constant ones are coded at their real cost."""
+    from ..entropy import gaussian_tables, quantize_pmf
+    from ..entropy.tables import TableSet
+
+    if version not in _TABLES:
+        if version == 1:
+            _TABLES[1] = gaussian_tables(_scales(N_SCALES))
+        else:
+            base = gaussian_tables(_scales(N_SCALES_V2))
+            tables, lo = [], []
+            for z in ZERO_MASS:
+                for i in range(N_SCALES_V2):
+                    t = base.table(i).astype(np.int64)
+                    if z:
+                        pmf = t / t.sum() * (1 - z)
+                        pmf[-int(base.lo[i])] += z  # symbol 0 sits at position -lo
+                        t = quantize_pmf(pmf)
+                    tables.append(t)  # z = 0: exactly the version 1 Gaussian
+                    lo.append(int(base.lo[i]))
+            _TABLES[2] = TableSet.from_tables(tables, lo)
+    return _TABLES[version]
+
+
+_TABLES: dict = {}
+N_SCALES_V2 = 64
+ZERO_MASS = (0.0, 0.4, 0.65, 0.85)
+ESCAPE_BITS = 24  # rough cost of an escaped value, for the table choice only
 
 
 def _scale_index(ints: np.ndarray) -> int:
-    """Table for a tensor's integers: nearest scale to their RMS (an integer computation on integers)."""
+    """Version 1 table for a tensor's integers: nearest scale to their RMS."""
     rms = math.sqrt(float(np.mean(ints.astype(np.float64) ** 2))) if ints.size else 0.0
     if rms <= SCALE_MIN:
         return 0
     return min(N_SCALES - 1, int(round(math.log(rms / SCALE_MIN) / math.log(SCALE_MAX / SCALE_MIN) * (N_SCALES - 1))))
+
+
+def _best_table(ints: np.ndarray) -> int:
+    """Version 2: the table with the fewest bits for these integers (an encoder choice, written in the file)."""
+    tables = _tables(2)
+    vals, counts = np.unique(ints.reshape(-1), return_counts=True)
+    best, best_bits = 0, math.inf
+    for k in range(len(tables)):
+        t = tables.table(k).astype(np.float64)
+        logp = np.log2(t / t.sum())
+        pos = vals - int(tables.lo[k])
+        inside = (pos >= 0) & (pos < len(t) - 1)
+        bits = -(counts[inside] * logp[pos[inside]]).sum() + counts[~inside].sum() * (ESCAPE_BITS - logp[-1])
+        if bits < best_bits:
+            best, best_bits = k, bits
+    return best
 
 
 def _times(first: int, n: int, cfg: NervConfig):
@@ -162,7 +206,7 @@ def _times(first: int, n: int, cfg: NervConfig):
     return torch.arange(first, first + n, dtype=torch.float32) / span
 
 
-def pack_weights(ints: list[np.ndarray], steps: list[float]) -> bytes:
+def pack_weights(ints: list[np.ndarray], steps: list[float], version: int = 2) -> bytes:
     from ..entropy import encode_indexed
     from ..entropy.coding import write_varint
 
@@ -170,14 +214,14 @@ def pack_weights(ints: list[np.ndarray], steps: list[float]) -> bytes:
     write_varint(out, len(ints))
     idx = []
     for q, s in zip(ints, steps):
-        k = _scale_index(q)
+        k = _best_table(q) if version >= 2 else _scale_index(q)
         out += struct.pack("<fB", s, k)
         idx.append(np.full(q.size, k, np.int64))
     flat = np.concatenate([q.reshape(-1) for q in ints]).astype(np.int32)
-    return bytes(out) + encode_indexed(flat, np.concatenate(idx), _tables())
+    return bytes(out) + encode_indexed(flat, np.concatenate(idx), _tables(version))
 
 
-def unpack_weights(data: bytes, shapes: list[tuple]) -> tuple[list[np.ndarray], list[float]]:
+def unpack_weights(data: bytes, shapes: list[tuple], version: int = 2) -> tuple[list[np.ndarray], list[float]]:
     from ..entropy import decode_indexed
     from ..entropy.coding import read_varint
 
@@ -189,13 +233,13 @@ def unpack_weights(data: bytes, shapes: list[tuple]) -> tuple[list[np.ndarray], 
         for shp in shapes:
             s, k = struct.unpack_from("<fB", data, pos)
             pos += 5
-            if not (math.isfinite(s) and s > 0) or k >= N_SCALES:
+            if not (math.isfinite(s) and s > 0) or k >= len(_tables(version)):
                 raise CorruptFile("nerv tensor header is out of range")
             steps.append(s)
             idx.append(np.full(math.prod(shp), k, np.int64))
     except (struct.error, IndexError):
         raise CorruptFile("nerv unit is truncated") from None
-    flat, _ = decode_indexed(data, np.concatenate(idx), _tables(), pos)
+    flat, _ = decode_indexed(data, np.concatenate(idx), _tables(version), pos)
     out, p = [], 0
     for shp in shapes:
         size = math.prod(shp)
@@ -222,6 +266,30 @@ class _Fitter:
         return [max(float(p.detach().abs().max()), 1e-8) / top for p in self.net.parameters()]
 
     qat_steps = None  # the steps QAT trained on, once it started
+    masks = None  # pruning: 0/1 masks of the weight matrices, re-applied after every step
+
+    def prune(self, fraction: float) -> None:
+        """Zero the smallest ``fraction`` of all weight-matrix entries (global magnitude pruning, as NeRV);
+        biases and norms stay. Later fitting keeps them at zero, and zeros cost little in the entropy coder."""
+        import torch
+
+        weights = [p for p in self.net.parameters() if p.dim() > 1]
+        mags = torch.cat([p.detach().abs().flatten() for p in weights])
+        k = int(fraction * mags.numel())
+        if k < 1:
+            return
+        thr = mags.kthvalue(k).values
+        self.masks = {id(p): (p.detach().abs() > thr).to(p.dtype) for p in weights}
+        self._apply_masks()
+
+    def _apply_masks(self) -> None:
+        import torch
+
+        if self.masks:
+            with torch.no_grad():
+                for p in self.net.parameters():
+                    if id(p) in self.masks:
+                        p.mul_(self.masks[id(p)])
 
     def fit(self, frames: np.ndarray, first: int, epochs: int, budget_s: float, lr: float, qat=None,
             progress=None, state=None, save=None):
@@ -266,6 +334,7 @@ class _Fitter:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                self._apply_masks()
                 mse_sum += loss.item() * len(b)
             psnr = 10 * math.log10(1 / max(mse_sum / len(frames), 1e-12))
             if ep == start_epoch:  # torch's one-time set-up (first backward pass) is not fitting time
@@ -312,6 +381,9 @@ class _Decoder:
         if c != 3:
             raise CorruptFile(f"nerv video with {c} channels")
         self.cfg = NervConfig.unpack(header.params, h, w)
+        if not 1 <= header.codec_version <= 2:
+            raise UnsupportedVersion(f"nerv codec version {header.codec_version} is not 1 or 2")
+        self.version = header.codec_version
         self.units = units
         self.frames = frames
         self.shapes = None
@@ -338,7 +410,7 @@ class _Decoder:
             raise CorruptFile(f"group {g} is damaged")
         if self.shapes is None:
             self._net()
-        ints, steps = unpack_weights(unit.data, self.shapes)
+        ints, steps = unpack_weights(unit.data, self.shapes, self.version)
         if ref:
             if g == 0:
                 raise CorruptFile("the first group cannot have a reference")
@@ -387,14 +459,14 @@ def _param_count(cfg: NervConfig) -> int:
 
 
 class _NervBase(Codec):
-    version = 1
+    version = 2  # 2: zero-inflated weight tables chosen by cost (1: Gaussians by RMS; still decoded)
     media = ("video",)
     chained = False  # nirvana
     default_group = 60
     default_intra = 1
 
     def encode(self, src, media: str, rate: Rate, progress=None, time_budget: float | None = None,
-               checkpoint=None, plus: bool = False, epochs: int = 300, **info) -> Encoded:
+               checkpoint=None, plus: bool = False, epochs: int = 300, prune: float = 0.0, **info) -> Encoded:
         import torch
 
         from ..container import RateKind
@@ -419,9 +491,13 @@ class _NervBase(Codec):
         budget = time_budget if time_budget is not None else 6.0 * n * (h * w) / (352 * 288)
         if epochs < 1:
             raise BadInput(f"epochs must be >= 1, got {epochs}")
+        if not 0 <= prune < 1:
+            raise BadInput(f"prune is a fraction of the weights in 0..0.95, got {prune}")
+        if prune and self.chained:
+            raise BadInput("pruning is for nerv; nirvana codes weight residuals between groups")
         units, prev = [], None
         ckpt = _Checkpoint(checkpoint, {"codec": self.codec_id, "cfg": asdict(cfg), "frames": n, "shape": [h, w],
-                                        "quality": q, "epochs": epochs}) if checkpoint else None
+                                        "quality": q, "epochs": epochs, "prune": prune}) if checkpoint else None
         n_groups = -(-n // group)
         for gi, (first, frames) in enumerate(src.groups(group)):
             intra = not self.chained or gi % cfg.intra == 0
@@ -439,8 +515,13 @@ class _NervBase(Codec):
                 state = ckpt.state(gi) if ckpt else None
                 report = (lambda e, E, p, gi=gi: progress(gi, n_groups, e, E, p)) if progress else None
                 # warm-started groups fine-tune with a lower rate: smaller weight residuals to code
-                fitter.fit(frames, 0, g_epochs, g_budget, lr=5e-3 if intra else 2e-3, qat=qat, progress=report, state=state,
+                share = 0.85 if prune else 1.0  # pruned: the last 15% of the time fine-tunes the survivors
+                fitter.fit(frames, 0, g_epochs, g_budget * share, lr=5e-3 if intra else 2e-3, qat=qat,
+                           progress=report, state=state,
                            save=(lambda s, gi=gi: ckpt.save_state(gi, s)) if ckpt else None)
+                if prune:
+                    fitter.prune(prune)
+                    fitter.fit(frames, 0, max(1, g_epochs // 5), g_budget * (1 - share), lr=1e-3, progress=report)
                 steps = fitter.qat_steps if fitter.qat_steps is not None else fitter.steps_for()
                 ints = fitter.quantise(steps)
                 payload_ints = ints if intra else [a - b for a, b in zip(ints, prev[1])]
@@ -460,7 +541,10 @@ class _NervBase(Codec):
                         RateKind.QUALITY, q, 8, 2, fps.numerator, fps.denominator, params=cfg.pack())
         if ckpt:
             ckpt.finish()
-        return Encoded(header, units, {"quality": q, "params_per_group": _param_count(cfg)})
+        achieved = {"quality": q, "params_per_group": _param_count(cfg)}
+        if prune:
+            achieved["pruned"] = prune
+        return Encoded(header, units, achieved)
 
     def _quality_for_bpp(self, bpp: float, h: int, w: int, n: int, plus: bool, group: int) -> float:
         """Largest quality whose estimated size (parameters x ~bits x 0.75 after entropy coding) fits."""
