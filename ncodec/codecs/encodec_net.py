@@ -18,19 +18,20 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BadInput, ModelMismatch
+from .rvq_net import CodeRates
 
 RATIOS = (8, 5, 4, 2)
 
 
 @dataclass(frozen=True)
-class EncodecConfig:
+class EncodecConfig(CodeRates):
     rate: int = 24000
     n_filters: int = 32
     dimension: int = 128
@@ -39,20 +40,6 @@ class EncodecConfig:
     codebook_size: int = 1024
     groups: int = 1
     hop: int = math.prod(RATIOS)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def frame_rate(self) -> float:
-        return self.rate / self.hop
-
-    @property
-    def bits_per_code(self) -> float:
-        return math.log2(self.codebook_size)
-
-    def kbps(self, n: int) -> float:
-        return n * self.groups * self.bits_per_code * self.frame_rate / 1000.0
 
 
 class CausalConv(nn.Module):

@@ -23,21 +23,8 @@ from torch import nn
 import torch.nn.functional as F
 
 
-@dataclass(frozen=True)
-class RvqConfig:
-    rate: int = 16000  # internal sample rate
-    hop: int = 320  # samples per latent frame (50 Hz)
-    n_fft: int = 1280  # decoder iSTFT size (4x hop)
-    fb: int = 512  # filterbank channels (window 2*hop)
-    enc_dim: int = 256
-    enc_blocks: int = 4
-    dec_dim: int = 320
-    dec_blocks: int = 6
-    latent: int = 128
-    groups: int = 1  # 1: residual VQ; G > 1: group-residual VQ
-    n_q: int = 24  # codebooks per group at the highest rate
-    codebook_size: int = 1024
-    code_dim: int = 8
+class CodeRates:
+    """Rates of a residual-VQ configuration (fields ``rate``, ``hop``, ``groups``, ``codebook_size``)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +40,24 @@ class RvqConfig:
     def kbps(self, n: int) -> float:
         """Nominal bitrate of ``n`` codebooks per group (uniform code of log2 K bits), per channel."""
         return n * self.groups * self.bits_per_code * self.frame_rate / 1000.0
+
+
+@dataclass(frozen=True)
+class RvqConfig(CodeRates):
+    rate: int = 16000  # internal sample rate
+    hop: int = 320  # samples per latent frame (50 Hz)
+    n_fft: int = 1280  # decoder iSTFT size (4x hop)
+    fb: int = 512  # filterbank channels (window 2*hop)
+    enc_dim: int = 256
+    enc_blocks: int = 4
+    dec_dim: int = 320
+    dec_blocks: int = 6
+    latent: int = 128
+    groups: int = 1  # 1: residual VQ; G > 1: group-residual VQ
+    n_q: int = 24  # codebooks per group at the highest rate
+    codebook_size: int = 1024
+    code_dim: int = 8
+
 
 
 class ConvNeXt(nn.Module):
