@@ -45,8 +45,13 @@ def test_range_read_decodes_only_overlapping_segments(long_file, monkeypatch):
         return original(header, units)
 
     monkeypatch.setattr(codec, "decode_segments", counting)
+    from ncodec.codecs.walloc import AUDIO_OVERLAP
+
+    ncodec.audio.read(path, start=2 * SEGMENT + AUDIO_OVERLAP + 10, stop=2 * SEGMENT + 16010)
+    assert seen == [2 * SEGMENT]  # past the cross-fade with the previous segment: one unit
+    seen.clear()
     ncodec.audio.read(path, start=2 * SEGMENT + 10, stop=2 * SEGMENT + 16010)
-    assert seen == [2 * SEGMENT]
+    assert seen == [SEGMENT, 2 * SEGMENT]  # inside it: its neighbour too
     seen.clear()
     ncodec.audio.read(path, start=SEGMENT - 8000, stop=SEGMENT + 8000)
     assert seen == [0, SEGMENT]
@@ -56,7 +61,10 @@ def test_blocks_stream_the_file(long_file):
     path, sig = long_file
     full, _ = ncodec.audio.read(path)
     starts, parts = zip(*ncodec.audio.blocks(path))
-    assert list(starts) == [0, SEGMENT, 2 * SEGMENT, 3 * SEGMENT]
+    from ncodec.codecs.walloc import AUDIO_OVERLAP
+
+    # each block ends where the cross-fade with the next segment begins
+    assert list(starts) == [0] + [k * SEGMENT - AUDIO_OVERLAP for k in (1, 2, 3)]
     assert np.array_equal(np.concatenate(parts), full)
 
 

@@ -30,7 +30,8 @@ def list_images(folder: Path, limit: int | None) -> list[Path]:
 
 
 def _model_tags(codecs: list[str], media: str) -> dict[str, str]:
-    """Learned codecs: the SHA-256 prefix of the installed model, so cached rows of older weights are redone."""
+    """Learned codecs: the SHA-256 prefix of the installed model and the codec version, so cached rows of older
+    weights or of an older bitstream are redone."""
     from .. import zoo
     from ..registry import CODEC_MODULES
 
@@ -41,7 +42,7 @@ def _model_tags(codecs: list[str], media: str) -> dict[str, str]:
     for c in codecs:
         if c in CODEC_MODULES:
             try:
-                tags[c] = zoo.find(c, media).sha256[:16]
+                tags[c] = f"{zoo.find(c, media).sha256[:16]}-v{get_codec_class(c).version}"
             except ModelMismatch:  # codecs without weights (implicit video): their version
                 tags[c] = f"{c}-v{get_codec_class(c).version}"
     return tags

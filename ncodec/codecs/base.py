@@ -51,3 +51,35 @@ class Codec:
         if rate.kbps is not None:
             return RateKind.KBPS, float(rate.kbps)
         return RateKind.NONE, 0.0
+
+
+def fades(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raised-cosine cross-fade of n samples: (fade in, fade out), summing to 1."""
+    w = np.sin(0.5 * np.pi * (np.arange(n) + 0.5) / n) ** 2
+    return w.astype(np.float32), (1 - w).astype(np.float32)
+
+
+def crossfade_segments(segments):
+    """Join overlapping decoded audio segments into contiguous blocks.
+
+    ``segments`` yields ``(first sample, float32 (n, channels), shared)`` in time order, where the block's last
+    ``shared`` samples are also the first ``shared`` samples of the next segment (0 for the last one). Where a
+    segment follows its neighbour, the shared samples are cross-faded (:func:`fades`); where the neighbour is
+    absent (a range read, a gap), each side is used as decoded. Yields ``(first sample, block)``."""
+    pending = None  # (first sample, raw tail, faded-out tail) of the previous segment
+    for first, y, shared in segments:
+        if pending is not None and pending[0] == first and len(pending[1]) <= len(y):
+            head = len(pending[1])
+            y = y.copy()
+            y[:head] = y[:head] * fades(head)[0][:, None] + pending[2]
+        elif pending is not None:
+            yield pending[0], pending[1]
+        pending = None
+        if shared:
+            cut = len(y) - shared
+            tail = y[cut:]
+            pending = (first + cut, tail, tail * fades(shared)[1][:, None])
+            y = y[:cut]
+        yield first, y
+    if pending is not None:
+        yield pending[0], pending[1]

@@ -28,7 +28,7 @@ from ..container import Header, MediaKind, RateKind, Unit
 from ..entropy import TableSet, decode_indexed, encode_indexed
 from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
 from ..registry import register_codec
-from .base import Codec, Encoded, Rate
+from .base import Codec, Encoded, Rate, crossfade_segments
 from .rvq_net import RvqConfig, RvqNet
 
 SEGMENT = 250  # latent frames per unit (5 s at 50 Hz)
@@ -151,11 +151,6 @@ class _Stream:
             self.next_k = k_end
             keep = max(0, (k_end * self.down) // self.up - self.margin - self.start)
             self.buf, self.start = self.buf[keep:], self.start + keep
-
-
-def _fades(n: int) -> tuple[np.ndarray, np.ndarray]:
-    w = np.sin(0.5 * np.pi * (np.arange(n) + 0.5) / n) ** 2
-    return w.astype(np.float32), (1 - w).astype(np.float32)
 
 
 @register_codec("rvq")
@@ -298,34 +293,23 @@ class RvqCodec(Codec):
         """Yield (first internal sample, float32 (n, channels)) contiguous blocks, cross-faded at boundaries."""
         model, seg, ov, levels, n_frames, _, _ = self._layout(header)
         hop, channels = model.cfg.hop, len(levels)
-        fade_in, fade_out = _fades(2 * ov * hop)
-        pending = None  # (first sample, raw tail, faded tail) of the previous unit
-        for unit in sorted(units, key=lambda u: u.key[2]):
-            a, n = unit.key[2], unit.key[3]
-            b = a + n
-            if n == 0 or n > seg or a % seg or b > n_frames or (b != n_frames and n != seg):
-                raise CorruptFile(f"segment {unit.key} does not fit the {n_frames}-frame signal")
-            lo, hi = a - min(ov, a), b + min(ov, n_frames - b)
-            if unit.data is None:  # damaged segment (lenient read): silence
-                y = np.zeros(((hi - lo) * hop, channels), np.float32)
-            else:
-                codes = self._unit_codes(model, unit, levels, lo, hi)
-                y = np.stack([model.decode_frames(c) if c is not None else np.zeros((hi - lo) * hop, np.float32)
-                              for c in codes], 1)
-            if pending is not None and pending[0] == lo * hop and a > 0:
-                head = len(pending[2])
-                y[:head] = y[:head] * fade_in[:, None] + pending[2]
-            elif pending is not None:  # not adjacent: flush the previous tail as decoded
-                yield pending[0], pending[1]
-            pending = None
-            if hi > b:  # keep the tail to cross-fade with the next unit
-                cut = (b - ov - lo) * hop
-                tail = y[cut:]
-                pending = (lo * hop + cut, tail, tail * fade_out[:, None])
-                y = y[:cut]
-            yield lo * hop, y
-        if pending is not None:
-            yield pending[0], pending[1]
+
+        def decoded():
+            for unit in sorted(units, key=lambda u: u.key[2]):
+                a, n = unit.key[2], unit.key[3]
+                b = a + n
+                if n == 0 or n > seg or a % seg or b > n_frames or (b != n_frames and n != seg):
+                    raise CorruptFile(f"segment {unit.key} does not fit the {n_frames}-frame signal")
+                lo, hi = a - min(ov, a), b + min(ov, n_frames - b)
+                if unit.data is None:  # damaged segment (lenient read): silence
+                    y = np.zeros(((hi - lo) * hop, channels), np.float32)
+                else:
+                    codes = self._unit_codes(model, unit, levels, lo, hi)
+                    y = np.stack([model.decode_frames(c) if c is not None else np.zeros((hi - lo) * hop, np.float32)
+                                  for c in codes], 1)
+                yield lo * hop, y, (2 * ov * hop if hi > b else 0)
+
+        yield from crossfade_segments(decoded())
 
     def decode_segments(self, header: Header, units: list[Unit]):
         """Yield (first frame, float32 block) at the original rate, in order; memory bounded by one segment."""

@@ -5,6 +5,10 @@ Unit payload (one tile of at most ``TILE`` x ``TILE`` pixels, padded by edge rep
     ya stream (low-band slice; table = scale index from the fixed-point hyper-decoder)
     yb stream (other bands; table = scale index from the fixed-point channel context on decoded ya)
 Codec params in HEAD: u16 tile size. The rate field holds the quality (0..100) actually used.
+
+Audio: units are segments of ``SEGMENT`` frames; since codec version 2 each codes ``AUDIO_OVERLAP`` extra
+frames on both sides and neighbours are cross-faded on decode (``base.crossfade_segments``), so a boundary
+does not click and any unit still decodes alone. Version 1 files (no overlap) decode as before.
 """
 from __future__ import annotations
 
@@ -20,11 +24,12 @@ from ..container import Header, MediaKind, RateKind, Unit
 from ..entropy import TableSet, decode_indexed, encode_indexed
 from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
 from ..registry import register_codec
-from .base import Codec, Encoded, Rate
+from .base import Codec, Encoded, Rate, crossfade_segments
 from .walloc_net import FixedPointEntropyNets, WallocConfig, WallocNet
 
 TILE = 1024
 SEGMENT = 1 << 16  # audio samples per unit
+AUDIO_OVERLAP = 512  # version 2: samples each audio unit carries beyond its core on both sides (cross-faded)
 Z_MAX = 1 << 15  # z symbols are clamped here (the escape path codes them exactly)
 
 
@@ -127,7 +132,7 @@ def _pad_to(x: torch.Tensor, mult: int, ndim: int) -> torch.Tensor:
 
 @register_codec("walloc")
 class WallocCodec(Codec):
-    version = 1
+    version = 2  # 2: audio units overlap their neighbours and are cross-faded (images as in version 1)
     media = ("image", "audio")
     default_quality = 50.0
     quality_search = True  # --bpp / --bitrate: ncodec.api searches the quality on the final file size
@@ -220,15 +225,16 @@ class WallocCodec(Codec):
         def build(quality: float) -> Encoded:
             units = []
             for start in range(0, src.frames, SEGMENT):
-                block = src.read(start, min(SEGMENT, src.frames - start))
+                n = min(SEGMENT, src.frames - start)
+                pre, post = _overlaps(start, n, src.frames, AUDIO_OVERLAP)
+                block = src.read(start - pre, pre + n + post)
                 if block.shape[1] == 2:
                     block = np.stack([block.mean(1), (block[:, 0] - block[:, 1]) / 2], 1)
                 x = torch.from_numpy(np.ascontiguousarray(block.T))[:, None] * 0.5 + 0.5
-                units.append(Unit((start, len(block), 0, 0),
-                                  model.encode_block(_pad_to(x, model.cfg.stride, 1), quality)))
+                units.append(Unit((start, n, pre, post), model.encode_block(_pad_to(x, model.cfg.stride, 1), quality)))
             header = Header(MediaKind.AUDIO, self.codec_id, self.version, (src.frames, src.channels), card.id,
                             card.hash8, RateKind.QUALITY, float(quality), 16, 0, src.rate,
-                            params=struct.pack("<IB", SEGMENT, src.channels == 2))
+                            params=struct.pack("<IBH", SEGMENT, src.channels == 2, AUDIO_OVERLAP))
             return Encoded(header, units, {"quality": float(quality)})
 
         if rate.bpp is not None:
@@ -237,25 +243,56 @@ class WallocCodec(Codec):
             raise BadInput("walloc encodes at a quality; ncodec.encode(bitrate=...) searches it")
         return build(self._quality(rate))
 
+    def _audio_layout(self, header: Header) -> tuple[int, int]:
+        """(segment, overlap) of an audio file; version 1 files have no overlap."""
+        try:
+            if header.codec_version >= 2:
+                seg, _, ov = struct.unpack("<IBH", header.params)
+            else:
+                (seg, _), ov = struct.unpack("<IB", header.params), 0
+        except struct.error:
+            raise CorruptFile("walloc audio parameters are malformed") from None
+        if seg == 0 or seg > SEGMENT or ov > seg:
+            raise CorruptFile(f"walloc audio segment {seg} / overlap {ov} is out of range")
+        return seg, ov
+
+    def _checked_span(self, header: Header, unit: Unit, seg: int, ov: int) -> tuple[int, int, int, int]:
+        frames = header.shape[0]
+        start, n, pre, post = unit.key
+        if n == 0 or n > seg or start + n > frames or (pre, post) != _overlaps(start, n, frames, ov):
+            raise CorruptFile(f"segment {unit.key} does not fit the {frames}-frame signal")
+        return start, n, pre, post
+
+    def units_for_range(self, header: Header, units: list[Unit], start: int, stop: int) -> list[Unit]:
+        """Units needed to decode frames [start, stop) exactly as a full decode would (neighbours within a fade)."""
+        return [u for u in units if u.key[0] - u.key[2] < stop and u.key[0] + u.key[1] + u.key[3] > start]
+
     def decode_segments(self, header: Header, units: list[Unit]):
-        """Yield (first frame, float32 block) per unit, in file order; memory bounded by one segment."""
+        """Yield (first frame, float32 block) in time order, cross-faded where units overlap (version 2);
+        memory bounded by one segment."""
         model = self.model("audio", header.model_id, header.weights_hash)
         frames, channels = header.shape
         if channels not in (1, 2):
             raise CorruptFile(f"walloc audio with {channels} channels")
-        for unit in units:
-            start, n, _, _ = unit.key
-            if n == 0 or n > SEGMENT or start + n > frames:
-                raise CorruptFile(f"segment {unit.key[:2]} lies outside the {frames}-frame signal")
-            if unit.data is None:
-                yield start, np.zeros((n, channels), np.float32)  # damaged segment (lenient read): silence
-                continue
-            padded = n + (-n) % model.cfg.stride
-            x = model.decode_block(unit.data, (padded,), header.rate_value, batch=channels)
-            sig = ((x[:, 0, :n] - 0.5) * 2).numpy().T
-            if channels == 2:
-                sig = np.stack([sig[:, 0] + sig[:, 1], sig[:, 0] - sig[:, 1]], 1)
-            yield start, np.clip(sig, -1, 1).astype(np.float32)
+        seg, ov = self._audio_layout(header)
+
+        def decoded():
+            for unit in sorted(units, key=lambda u: u.key[0]):
+                start, n, pre, post = self._checked_span(header, unit, seg, ov)
+                span = pre + n + post
+                if unit.data is None:  # damaged segment (lenient read): silence
+                    sig = np.zeros((span, channels), np.float32)
+                else:
+                    x = model.decode_block(unit.data, (span + (-span) % model.cfg.stride,), header.rate_value,
+                                           batch=channels)
+                    sig = ((x[:, 0, :span] - 0.5) * 2).numpy().T
+                    if channels == 2:
+                        sig = np.stack([sig[:, 0] + sig[:, 1], sig[:, 0] - sig[:, 1]], 1)
+                # the last `post + pre(next)` = 2 * post samples are shared with the next unit
+                yield start - pre, np.ascontiguousarray(sig, dtype=np.float32), 2 * post
+
+        for first, block in crossfade_segments(decoded()):
+            yield first, np.clip(block, -1, 1).astype(np.float32)
 
     def symbols_digest(self, header: Header, units: list[Unit]) -> str:
         """SHA-256 over every unit's entropy-decoded integers (z, y, fixed-point means): the exact layer."""
@@ -266,13 +303,19 @@ class WallocCodec(Codec):
         h = hashlib.sha256()
         for unit in units:
             if media == "audio":
-                n = unit.key[1]
+                n = unit.key[1] + unit.key[2] + unit.key[3]  # core plus the overlaps it carries (version 2)
                 d = model.decode_symbols(unit.data, (n + (-n) % model.cfg.stride,), header.shape[1])
             else:
                 d = model.decode_symbols(unit.data, _unit_lengths(unit.key, model.cfg.stride))
             for a in (d["z"], d["y"].numpy(), d["mean"].numpy()):
                 h.update(np.ascontiguousarray(a, dtype="<i8" if a.dtype.kind in "iu" else "<f8").tobytes())
         return h.hexdigest()
+
+
+def _overlaps(start: int, n: int, frames: int, ov: int) -> tuple[int, int]:
+    """Samples an audio unit carries before and after its core [start, start + n): at a boundary b both sides
+    carry min(ov, frames - b), so a short last segment shares as much with its neighbour as it has."""
+    return min(ov, start, frames - start), min(ov, frames - start - n)
 
 
 def _unit_lengths(key, stride):
