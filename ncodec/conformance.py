@@ -108,7 +108,7 @@ def _vector(root: Path, folder: str, name: str, blob: bytes, reference: str) -> 
 def regenerate(root: Path = ROOT) -> list[dict]:
     from skimage import data as skdata
 
-    from . import api, zoo
+    from . import api, container, zoo
 
     img = np.ascontiguousarray(skdata.astronaut()[60:156, 180:308])  # 96 x 128
     vectors = root / "vectors.json"
@@ -123,7 +123,8 @@ def regenerate(root: Path = ROOT) -> list[dict]:
     tone = (0.3 * np.sin(2 * np.pi * (300 + 400 * t) * t)).astype(np.float32)
     for name, sig, q in (("mono16k-q40", tone[:, None], 40), ("stereo16k-q80", np.stack([tone, tone[::-1]], 1), 80)):
         blob = api.encode(sig, codec="walloc", quality=q, sample_rate=16000, name="tone.wav")
-        entries.append(_vector(root, "walloc", f"{audio_model}-{name}", blob, "npy"))
+        # codec version 2 (overlapping units): new names, so the version 1 vectors of the same model stay
+        entries.append(_vector(root, "walloc", f"{audio_model}-overlap-{name}", blob, "npy"))
     blob = api.encode_items(list(digit_set()), codec="pc", names=["three.png", "zero.png", "seven.png"])
     entries.append(_vector(root, "pc", f"{zoo.find('pc', 'image').id}-three-digits", blob, "npy"))
     rvq_model = zoo.find("rvq", "audio").id
@@ -135,7 +136,8 @@ def regenerate(root: Path = ROOT) -> list[dict]:
     clip = video_clip()
     for codec, opts in (("nerv", {}), ("nirvana", {"plus": True})):
         blob = api.encode(clip, codec=codec, media="video", quality=5, options={"epochs": 20, **opts})
-        entries.append(_vector(root, codec, f"{codec}-v1-gradient-6f{'-plus' if opts else ''}", blob, "npy"))
+        version = container.read_header(blob).codec_version
+        entries.append(_vector(root, codec, f"{codec}-v{version}-gradient-6f{'-plus' if opts else ''}", blob, "npy"))
     new_files = {e["file"] for e in entries}
     merged = [e for e in old if e["file"] not in new_files] + entries
     vectors.write_text(json.dumps(merged, indent=2) + "\n")

@@ -285,7 +285,8 @@ def write_outputs(out: Path, rows: list[dict], summary: dict) -> None:
 
 def markdown(summary: dict) -> str:
     a = summary["anchor"]
-    lines = [f"Data: `{summary.get('data')}` ({summary.get('items')} images). Command: `{summary.get('command')}`",
+    kind = "videos" if "max_frames" in summary else "images"
+    lines = [f"Data: `{summary.get('data')}` ({summary.get('items')} {kind}). Command: `{summary.get('command')}`",
              "", f"| codec | PSNR@0.25 | PSNR@0.5 | PSNR@0.75 | PSNR@1.0 | MS-SSIM@0.5 | BD-rate vs {a} (PSNR) "
              f"| BD-rate vs {a} (MS-SSIM) | enc MP/s | dec MP/s |", "|---" * 10 + "|"]
 
