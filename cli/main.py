@@ -550,9 +550,11 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 @click.option("--lambda-scale", default=1.0, show_default=True,
               help="walloc: multiply the rate-distortion lambda ladder (lower = lower rates).")
 @click.option("--export", "export_to", default=None, help="After training, write weights + card here.")
+@click.option("--init", default=None, type=click.Path(),
+              help="rvq: start a new run from a shipped model's .safetensors (e.g. models/rvq-audio-v1.safetensors).")
 @click.pass_context
 def train(ctx, recipe, run_dir, steps, hidden, data, batch, crop, lr, ste_after, lambda_scale, extra, groups,
-          export_to):
+          export_to, init):
     """Train (or resume) a model recipe; checkpoints go to --run."""
 
     run_dir = run_dir or f"runs/{recipe}"
@@ -572,7 +574,7 @@ def train(ctx, recipe, run_dir, steps, hidden, data, batch, crop, lr, ste_after,
 
             log = lambda m: click.echo(m, err=True)  # noqa: E731
             rvq.train(Path(run_dir), steps or 9000, data, batch=batch or 16, crop=crop or 16000, lr=lr or 6e-4,
-                      extra=extra, config={"groups": groups, "n_q": 24 // groups}, log=log)
+                      extra=extra, config={"groups": groups, "n_q": 24 // groups}, log=log, init=init)
             if export_to:
                 card = rvq.export(Path(run_dir), Path(export_to), data=data, extra=extra, log=log)
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)

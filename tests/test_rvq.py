@@ -210,3 +210,26 @@ def test_training_resumes_and_exports(tmp_path):
     from ncodec.zoo import sha256_file
 
     assert card["sha256"] == sha256_file(tmp_path / "models" / "rvq-audio-t.safetensors")
+
+
+def test_training_starts_from_a_shipped_model(tmp_path):
+    """--init: a new run takes the networks (and configuration) of an exported model."""
+    import soundfile as sf
+    import torch
+
+    from ncodec.train import rvq
+
+    card = _tiny_model(tmp_path, "rvq-audio-init")
+    speech = tmp_path / "corpus" / "train" / "audio" / "speech"
+    speech.mkdir(parents=True)
+    sf.write(speech / "a.flac", _signal(16000, 1, 2)[:, 0], 16000)
+    logs = []
+    model, step = rvq.train(tmp_path / "run2", 0, str(tmp_path / "corpus"), batch=2, crop=3200, log=logs.append,
+                            init=str(tmp_path / card["file"]))
+    assert step == 0 and any("initialised from" in m for m in logs)
+    from safetensors.torch import load_file
+
+    shipped = load_file(str(tmp_path / card["file"]))
+    got = model.state_dict()
+    assert model.cfg.n_q == TINY["n_q"]
+    assert all(torch.equal(got[k[4:]], v.float()) for k, v in shipped.items() if k.startswith("net."))

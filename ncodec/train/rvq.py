@@ -111,6 +111,14 @@ class SpectralLoss(torch.nn.Module):
         return mel / len(STFT_SIZES), mag / len(STFT_SIZES)
 
 
+def _safetensors_config(path: str) -> str:
+    """The JSON configuration stored in a model file's metadata by :func:`export`."""
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        return (f.metadata() or {}).get("config", "{}")
+
+
 def default_folders(data: str | None, extra: tuple[str, ...] = ()) -> list[Path]:
     root = corpus_root(data) / "train" / "audio"
     return [root] + [Path(e) for e in extra]
@@ -118,14 +126,21 @@ def default_folders(data: str | None, extra: tuple[str, ...] = ()) -> list[Path]
 
 def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 16000, lr: float = 6e-4,
           save_every: int = 250, threads: int | None = None, log=print, extra: tuple[str, ...] = (),
-          config: dict | None = None):
+          config: dict | None = None, init: str | None = None):
+    """Train (or resume ``run``). ``init``: a shipped model's safetensors to start a new run from (its
+    networks; fresh optimiser), so training continues across machines where run folders are not kept."""
     if threads:
         torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     run.mkdir(parents=True, exist_ok=True)
     ckpt = run / "checkpoint.pt"
     state = torch.load(ckpt, map_location=device, weights_only=True) if ckpt.exists() else None
-    cfg = RvqConfig(**(state["config"] if state else (config or {})))
+    if state:
+        cfg = RvqConfig(**state["config"])
+    elif init:  # the configuration the model was exported with
+        cfg = RvqConfig(**json.loads(_safetensors_config(init)))
+    else:
+        cfg = RvqConfig(**(config or {}))
     model = RvqNet(cfg).to(device)
     spec = SpectralLoss(cfg.rate).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.8, 0.99), weight_decay=0.0)
@@ -135,6 +150,12 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
         log(f"resumed from {ckpt} at step {step}")
+    elif init:
+        from safetensors.torch import load_file
+
+        weights = load_file(init)
+        model.load_state_dict({k[4:]: v.float() for k, v in weights.items() if k.startswith("net.")})
+        log(f"initialised from {init}")
     clips = load_clips(default_folders(data, extra), cfg.rate, run / "clips.npz", log=log)
     log(f"{len(clips['speech'])} speech + {len(clips['music'])} music clips "
         f"({sum(map(len, clips['speech'])) / cfg.rate / 60:.0f} + {sum(map(len, clips['music'])) / cfg.rate / 60:.0f}"
