@@ -100,3 +100,25 @@ def _check_file(card: ModelCard) -> None:
     if digest != card.sha256:
         raise ModelMismatch(f"weights of model {card.id!r} have SHA-256 {digest[:16]}..., the card pins "
                             f"{card.sha256[:16]}...; the file is damaged or not the published one")
+
+
+def load_torch_state(path) -> dict:
+    """A torch checkpoint the user converts (official weights), read with ``weights_only=True`` (tensors only,
+    no code runs); a nested ``state_dict`` / ``model`` entry is unwrapped. Our own models load from safetensors."""
+    import torch
+
+    from .errors import BadInput
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BadInput(f"{path} does not exist") from None
+    except Exception as e:  # torch raises several kinds for a file that is not a tensors-only checkpoint
+        raise BadInput(f"{path} is not a tensors-only torch checkpoint ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise BadInput(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
+    return obj

@@ -78,26 +78,29 @@ class Lpips:
         self.shift = torch.tensor(LPIPS_SHIFT)[None, :, None, None]
         self.scale = torch.tensor(LPIPS_SCALE)[None, :, None, None]
 
-    def _taps(self, img: np.ndarray):
-        import torch
-
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 127.5 - 1
-        x = (x - self.shift) / self.scale
-        out = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in LPIPS_TAPS:
-                out.append(x / (x.square().sum(1, keepdim=True).sqrt() + 1e-10))
-        return out
-
-    def __call__(self, a: np.ndarray, b: np.ndarray) -> float:
+    def taps(self, img: np.ndarray) -> list:
+        """Unit-normalised features of one image (compute a reference's once, compare it with many decodes)."""
         import torch
 
         with torch.no_grad():
-            total = 0.0
-            for fa, fb, w in zip(self._taps(a), self._taps(b), self.lins):
-                total += float((torch.nn.functional.conv2d((fa - fb).square(), w)).mean())
-        return total
+            x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 127.5 - 1
+            x = (x - self.shift) / self.scale
+            out = []
+            for i, layer in enumerate(self.features):
+                x = layer(x)
+                if i in LPIPS_TAPS:
+                    out.append(x / (x.square().sum(1, keepdim=True).sqrt() + 1e-10))
+        return out
+
+    def distance(self, ref_taps: list, img: np.ndarray) -> float:
+        import torch
+
+        with torch.no_grad():
+            return sum(float(torch.nn.functional.conv2d((fa - fb).square(), w).mean())
+                       for fa, fb, w in zip(ref_taps, self.taps(img), self.lins))
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> float:
+        return self.distance(self.taps(a), b)
 
 
 class FidInception:
@@ -206,20 +209,11 @@ def convert_checkpoint(sources: list[str], log=print) -> tuple[bytes, int]:
     import torch
     from safetensors.torch import save
 
+    from ..zoo import load_torch_state
+
     merged: dict = {}
     for src in sources:
-        try:
-            obj = torch.load(src, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise BadInput(f"{src} does not exist") from None
-        except Exception as e:  # torch raises several kinds for a file that is not a tensors-only checkpoint
-            raise BadInput(f"{src} is not a tensors-only torch checkpoint ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
-        for key in ("state_dict", "model"):
-            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-                obj = obj[key]
-        if not isinstance(obj, dict):
-            raise BadInput(f"{src} holds a {type(obj).__name__}, not a dict of tensors")
+        obj = load_torch_state(src)
         for k, v in obj.items():
             if not isinstance(v, torch.Tensor):
                 continue

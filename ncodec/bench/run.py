@@ -73,11 +73,12 @@ def _image_file_jobs(item) -> list[dict]:
         from .perceptual import lpips_model
 
         lp = lpips_model(perc["lpips"])
+        ref_taps = lp.taps(img)  # the reference's features once, for every codec and rate
     if perc.get("fid"):
         from .perceptual import fid_model
 
         fid = fid_model(perc["fid"])
-        ref = _fid_path(perc, "reference", None, f.name)
+        ref = _fid_path(perc, None, None, f.name)
         if not ref.exists():
             _save_npy(ref, fid.features(img))
     rows = []
@@ -88,7 +89,7 @@ def _image_file_jobs(item) -> list[dict]:
                "psnr": psnr(img, dec), "ms_ssim": ms_ssim(img, dec), "enc_s": te, "dec_s": td, "pixels": px,
                "model": tags.get(c)}
         if lp is not None:
-            row["lpips"] = lp(img, dec)
+            row["lpips"] = lp.distance(ref_taps, dec)
         if fid is not None:
             _save_npy(_fid_path(perc, c, r, f.name), fid.features(dec))
         row["perceptual"] = perc.get("tags")
@@ -96,9 +97,9 @@ def _image_file_jobs(item) -> list[dict]:
     return rows
 
 
-def _fid_path(perc: dict, codec: str, rate, item: str) -> Path:
-    """Where the FID patch features of one decoded image (or of the reference) are kept."""
-    sub = "reference" if rate is None else f"{codec}@{rate:g}"
+def _fid_path(perc: dict, codec: str | None, rate, item: str) -> Path:
+    """Where the FID patch features of one decoded image (codec None: of the reference image) are kept."""
+    sub = "reference" if codec is None else f"{codec}@{rate:g}"
     return Path(perc["dir"]) / f"fid-{perc['tags']['fid']}" / sub / f"{item}.npy"
 
 
@@ -116,7 +117,7 @@ def _perceptual_missing(row: dict, perc: dict) -> bool:
         if perc.get(k) and have.get(k) != perc["tags"][k]:
             return True
     if perc.get("fid") and not (_fid_path(perc, row["codec"], row["rate"], row["item"]).exists()
-                                and _fid_path(perc, "", None, row["item"]).exists()):
+                                and _fid_path(perc, None, None, row["item"]).exists()):
         return True
     return False
 
@@ -198,7 +199,7 @@ def _fid_summary(summary: dict, rows: list[dict], perc: dict, items: list[str]) 
     """FID of every (codec, rate) over all images' patches, against the reference patches."""
     from .perceptual import frechet_distance
 
-    ref = np.concatenate([np.load(_fid_path(perc, "", None, i)) for i in items])
+    ref = np.concatenate([np.load(_fid_path(perc, None, None, i)) for i in items])
     for c, e in summary["codecs"].items():
         curve = []
         for r in sorted({row["rate"] for row in rows if row["codec"] == c}):

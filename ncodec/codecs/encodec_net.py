@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import BadInput, ModelMismatch
+from ..errors import ModelMismatch
 from .rvq_net import CodeRates
 
 RATIOS = (8, 5, 4, 2)
@@ -203,17 +203,3 @@ def from_official(state: dict, rate: int = 24000) -> tuple[EncodecConfig, dict]:
     except RuntimeError as e:
         raise ModelMismatch(f"EnCodec checkpoint shapes do not match: {str(e).splitlines()[1].strip()}") from None
     return cfg, ours
-
-
-def load_official(path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise BadInput(f"{path} does not exist") from None
-    except Exception as e:  # not a tensors-only torch file
-        raise BadInput(f"{path} is not a tensors-only torch checkpoint ({type(e).__name__})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise BadInput(f"{path} holds a {type(state).__name__}, not a state dict")
-    return state

@@ -286,9 +286,10 @@ def convert_encodec(checkpoint: str, out: Path, model_id: str = "encodec-24khz",
 
     Code tables are counted on up to ``seconds`` per kind of the audio under ``folders`` (any audio the user
     has); without folders every code gets the same frequency (log2 1024 = 10 bits a code)."""
-    from ..codecs.encodec_net import EncodecNet, from_official, load_official
+    from ..codecs.encodec_net import EncodecNet, from_official
+    from ..zoo import load_torch_state
 
-    cfg, state = from_official(load_official(checkpoint))
+    cfg, state = from_official(load_torch_state(checkpoint))
     model = EncodecNet(cfg)
     model.load_state_dict(state)
     model.eval()
