@@ -533,7 +533,7 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 
 
 @main.command()
-@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "pc-digits", "rvq"]))
+@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "pc-digits", "rvq", "mcquic"]))
 @click.option("--run", "run_dir", default=None, help="Checkpoint folder (default: runs/RECIPE).")
 @click.option("--steps", default=None, type=int,
               help="Training steps (walloc 20000, rvq 9000 by default) or EM passes (pc, default 7).")
@@ -577,6 +577,16 @@ def train(ctx, recipe, run_dir, steps, hidden, data, batch, crop, lr, ste_after,
                       extra=extra, config={"groups": groups, "n_q": 24 // groups}, log=log, init=init)
             if export_to:
                 card = rvq.export(Path(run_dir), Path(export_to), data=data, extra=extra, log=log)
+                click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
+            return
+        if recipe == "mcquic":
+            from ncodec.train import mcquic
+
+            log = lambda m: click.echo(m, err=True)  # noqa: E731
+            mcquic.train(Path(run_dir), steps or 15000, data, batch=batch or 16, crop=crop or 128, lr=lr or 5e-4,
+                         log=log)
+            if export_to:
+                card = mcquic.export(Path(run_dir), Path(export_to), data=data, log=log)
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
         from ncodec.train import walloc

@@ -23,7 +23,7 @@ def check_vector(entry: dict, root: Path = ROOT) -> dict:
     """Decode one vector and compare; returns the measured values and a ``problems`` list."""
     from PIL import Image
 
-    from . import api, container
+    from . import container
     from .api import _codec
 
     data = (root / entry["file"]).read_bytes()
@@ -105,7 +105,8 @@ def _vector(root: Path, folder: str, name: str, blob: bytes, reference: str) -> 
             "decoded_sha256": hashlib.sha256(out.tobytes()).hexdigest()}
 
 
-def regenerate(root: Path = ROOT) -> list[dict]:
+def regenerate(root: Path = ROOT, only: set[str] | None = None) -> list[dict]:
+    """Write the vectors of every codec (or of the codec ids in ``only``); other listed vectors are kept."""
     from skimage import data as skdata
 
     from . import api, container, zoo
@@ -114,39 +115,59 @@ def regenerate(root: Path = ROOT) -> list[dict]:
     vectors = root / "vectors.json"
     old = json.loads(vectors.read_text()) if vectors.exists() else []
     entries = []
-    image_model = zoo.find("walloc", "image").id
-    audio_model = zoo.find("walloc", "audio").id
-    for q in (15, 60, 95):
-        blob = api.encode(img, codec="walloc", quality=q, name="astronaut-crop.png")
-        entries.append(_vector(root, "walloc", f"{image_model}-astronaut-q{q}", blob, "png"))
+    want = (lambda c: only is None or c in only)  # noqa: E731
     t = np.arange(8000) / 16000
     tone = (0.3 * np.sin(2 * np.pi * (300 + 400 * t) * t)).astype(np.float32)
-    for name, sig, q in (("mono16k-q40", tone[:, None], 40), ("stereo16k-q80", np.stack([tone, tone[::-1]], 1), 80)):
-        blob = api.encode(sig, codec="walloc", quality=q, sample_rate=16000, name="tone.wav")
-        # codec version 2 (overlapping units): new names, so the version 1 vectors of the same model stay
-        entries.append(_vector(root, "walloc", f"{audio_model}-overlap-{name}", blob, "npy"))
-    blob = api.encode_items(list(digit_set()), codec="pc", names=["three.png", "zero.png", "seven.png"])
-    entries.append(_vector(root, "pc", f"{zoo.find('pc', 'image').id}-three-digits", blob, "npy"))
-    rvq_model = zoo.find("rvq", "audio").id
-    for name, sig, sr, kbps in (("mono16k-6kbps", tone[:, None], 16000, 6),
-                                ("stereo22k-3kbps", np.stack([tone, tone[::-1]], 1), 22050, 3)):
-        blob = api.encode(sig, codec="rvq", bitrate=kbps, sample_rate=sr, name="tone.wav")
-        entries.append(_vector(root, "rvq", f"{rvq_model}-{name}", blob, "npy"))
+    if want("walloc"):
+        entries += _walloc_vectors(root, img, tone)
+    if want("mcquic"):
+        mcquic_model = zoo.find("mcquic", "image").id
+        for q in (0, 50, 100):
+            blob = api.encode(img, codec="mcquic", quality=q, name="astronaut-crop.png")
+            entries.append(_vector(root, "mcquic", f"{mcquic_model}-astronaut-q{q}", blob, "png"))
+    if want("pc"):
+        blob = api.encode_items(list(digit_set()), codec="pc", names=["three.png", "zero.png", "seven.png"])
+        entries.append(_vector(root, "pc", f"{zoo.find('pc', 'image').id}-three-digits", blob, "npy"))
+    if want("rvq"):
+        rvq_model = zoo.find("rvq", "audio").id
+        for name, sig, sr, kbps in (("mono16k-6kbps", tone[:, None], 16000, 6),
+                                    ("stereo22k-3kbps", np.stack([tone, tone[::-1]], 1), 22050, 3)):
+            blob = api.encode(sig, codec="rvq", bitrate=kbps, sample_rate=sr, name="tone.wav")
+            entries.append(_vector(root, "rvq", f"{rvq_model}-{name}", blob, "npy"))
     # video: the fitted weights depend on timing, so the bytes differ per run; the vector fixes one file
     clip = video_clip()
     for codec, opts in (("nerv", {}), ("nirvana", {"plus": True})):
-        blob = api.encode(clip, codec=codec, media="video", quality=5, options={"epochs": 20, **opts})
-        version = container.read_header(blob).codec_version
-        entries.append(_vector(root, codec, f"{codec}-v{version}-gradient-6f{'-plus' if opts else ''}", blob, "npy"))
+        if want(codec):
+            blob = api.encode(clip, codec=codec, media="video", quality=5, options={"epochs": 20, **opts})
+            version = container.read_header(blob).codec_version
+            entries.append(_vector(root, codec, f"{codec}-v{version}-gradient-6f{'-plus' if opts else ''}", blob,
+                                   "npy"))
     new_files = {e["file"] for e in entries}
     merged = [e for e in old if e["file"] not in new_files] + entries
     vectors.write_text(json.dumps(merged, indent=2) + "\n")
     return entries
 
 
+def _walloc_vectors(root: Path, img: np.ndarray, tone: np.ndarray) -> list[dict]:
+    from . import api, zoo
+
+    entries = []
+    image_model = zoo.find("walloc", "image").id
+    audio_model = zoo.find("walloc", "audio").id
+    for q in (15, 60, 95):
+        blob = api.encode(img, codec="walloc", quality=q, name="astronaut-crop.png")
+        entries.append(_vector(root, "walloc", f"{image_model}-astronaut-q{q}", blob, "png"))
+    for name, sig, q in (("mono16k-q40", tone[:, None], 40), ("stereo16k-q80", np.stack([tone, tone[::-1]], 1), 80)):
+        blob = api.encode(sig, codec="walloc", quality=q, sample_rate=16000, name="tone.wav")
+        # codec version 2 (overlapping units): new names, so the version 1 vectors of the same model stay
+        entries.append(_vector(root, "walloc", f"{audio_model}-overlap-{name}", blob, "npy"))
+    return entries
+
+
 if __name__ == "__main__":
     if "--regenerate" in sys.argv:
-        for e in regenerate():
+        ids = [a for a in sys.argv[1:] if not a.startswith("--")]  # e.g. --regenerate mcquic
+        for e in regenerate(only=set(ids) or None):
             print(e["file"], e["bytes"], "bytes")
     else:
         bad = 0

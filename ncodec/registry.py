@@ -17,6 +17,7 @@ CODEC_MODULES: dict[str, str] = {
     "rvq": "ncodec.codecs.rvq",
     "nerv": "ncodec.codecs.nerv",
     "nirvana": "ncodec.codecs.nerv",
+    "mcquic": "ncodec.codecs.mcquic",
 }
 
 # media kind -> default codec id

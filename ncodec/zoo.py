@@ -122,3 +122,26 @@ def load_torch_state(path) -> dict:
     if not isinstance(obj, dict):
         raise BadInput(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
     return obj
+
+
+def write_model(out: Path, model_id: str, codec: str, media: str, tensors: dict, config: dict,
+                card_extra: dict) -> dict:
+    """Write ``<out>/<id>.safetensors`` and its JSON card (updated in place, SHA-256 pinned). Both are written
+    whole to temporary names and then renamed, so a failure leaves no partial model behind."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / f"{model_id}.safetensors"
+    tmp = out / f".{model_id}.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"model_id": model_id, "config": json.dumps(config)})
+    card_path = out / f"{model_id}.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card.update({"id": model_id, "codec": codec, "media": media, "file": weights.name,
+                 "sha256": sha256_file(tmp), "config": config})
+    card.update(card_extra)
+    tmp.replace(weights)
+    tmp_card = out / f".{model_id}.json.tmp"
+    tmp_card.write_text(json.dumps(card, indent=2) + "\n")
+    tmp_card.replace(card_path)
+    return card

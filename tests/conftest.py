@@ -35,3 +35,28 @@ def photo_png(tmp_path, photo) -> Path:
     p = tmp_path / "photo.png"
     Image.fromarray(photo).save(p)
     return p
+
+
+@pytest.fixture()
+def decode_with_threads():
+    """``run(codec_id, blob)``: decode under torch 1 and 2 threads -> [(entropy-decoded digest, decoded array)]."""
+
+    def run(codec_id: str, blob: bytes):
+        import torch
+
+        import ncodec
+        from ncodec import container
+        from ncodec.api import _codec
+
+        f = container.read(blob)
+        old = torch.get_num_threads()
+        out = []
+        try:
+            for n in (1, 2):
+                torch.set_num_threads(n)
+                out.append((_codec(codec_id).symbols_digest(f.header, f.units), ncodec.decode(blob).data))
+        finally:
+            torch.set_num_threads(old)
+        return out
+
+    return run

@@ -1,10 +1,8 @@
 """The `ncodec` command line, through click's runner and through real subprocesses."""
 import hashlib
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest

@@ -72,21 +72,9 @@ def test_random_access_decodes_only_the_groups_needed(monkeypatch):
         video[12]
 
 
-def test_decode_is_exact_in_integers_under_1_and_2_threads(nerv_blob):
-    import torch
-
-    from ncodec.api import _codec
-
+def test_decode_is_exact_in_integers_under_1_and_2_threads(nerv_blob, decode_with_threads):
     _, blob = nerv_blob
-    f = container.read(blob)
-    old = torch.get_num_threads()
-    out = []
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            out.append((_codec("nerv").symbols_digest(f.header, f.units), ncodec.decode(blob).data))
-    finally:
-        torch.set_num_threads(old)
+    out = decode_with_threads("nerv", blob)
     assert out[0][0] == out[1][0]
     diff = np.abs(out[0][1].astype(int) - out[1][1].astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3

@@ -1,6 +1,7 @@
 """The codec contract: media in, container units out, and back."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,24 @@ class Codec:
     codec_id: str = ""
     version: int = 1
     media: tuple[str, ...] = ()
+
+    def cached_model(self, media: str, model_id: str | None, weights_hash: bytes | None, load):
+        """The installed model for ``media`` (the newest, or ``model_id``), loaded once by ``load(card)``;
+        ``weights_hash`` (from a file's header) must match the installed weights."""
+        from .. import zoo
+        from ..errors import ModelMismatch
+
+        card = zoo.find(self.codec_id, media, model_id)
+        if card.codec != self.codec_id or card.media != media:
+            raise ModelMismatch(f"model {card.id!r} is a {card.codec} {card.media} model, not a {self.codec_id} "
+                                f"{media} model")
+        if weights_hash is not None and weights_hash != card.hash8:
+            raise ModelMismatch(f"this file needs model {card.id!r} with weights {weights_hash.hex()}..., but the "
+                                f"installed one has {card.hash8.hex()}...; install the matching weights")
+        cache = self.__dict__.setdefault("_models", {})
+        if card.id not in cache:
+            cache[card.id] = load(card)
+        return cache[card.id]
 
     def encode(self, data, media: str, rate: Rate) -> Encoded:
         """``data``: uint8 HxWxC array for images; an ncodec.media.audio source for audio."""
@@ -83,3 +102,32 @@ def crossfade_segments(segments):
         yield first, y
     if pending is not None:
         yield pending[0], pending[1]
+
+
+def tiles(n: int, tile: int) -> list[tuple[int, int]]:
+    """Split length n into near-equal parts of at most ``tile``: [(start, length), ...]."""
+    k = max(1, math.ceil(n / tile))
+    edges = [round(i * n / k) for i in range(k + 1)]
+    return [(edges[i], edges[i + 1] - edges[i]) for i in range(k)]
+
+
+def pad_to(x, mult: int, ndim: int):
+    """Pad the last ``ndim`` dims of torch tensor x by edge replication up to multiples of ``mult``."""
+    import torch.nn.functional as F
+
+    pads = []
+    for n in reversed(x.shape[-ndim:]):
+        pads += [0, (-n) % mult]
+    return F.pad(x, pads, mode="replicate") if any(pads) else x
+
+
+def image_tiles(data, tile: int, mult: int):
+    """Yield ``((y0, x0, h, w), x)`` for the tiles of a uint8 HxWx3 array (:func:`tiles` on both sides): x is the
+    tile as a float tensor (1, 3, h', w') in [0, 1], padded by :func:`pad_to` to multiples of ``mult``."""
+    import numpy as np
+    import torch
+
+    for y0, th in tiles(data.shape[0], tile):
+        for x0, tw in tiles(data.shape[1], tile):
+            x = torch.from_numpy(np.array(data[y0 : y0 + th, x0 : x0 + tw])).permute(2, 0, 1)[None].float() / 255.0
+            yield (y0, x0, th, tw), pad_to(x, mult, 2)

@@ -469,7 +469,6 @@ class _NervBase(Codec):
                checkpoint=None, plus: bool = False, epochs: int = 300, prune: float = 0.0, **info) -> Encoded:
         import torch
 
-        from ..container import RateKind
 
         if media != "video":
             raise BadInput(f"the {self.codec_id} codec codes video, not {media}")

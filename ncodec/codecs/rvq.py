@@ -159,19 +159,8 @@ class RvqCodec(Codec):
     media = ("audio",)
     default_kbps = 6.0
 
-    def __init__(self):
-        self._models: dict[str, RvqModel] = {}
-
     def model(self, model_id: str | None = None, weights_hash: bytes | None = None) -> RvqModel:
-        card = zoo.find(self.codec_id, "audio", model_id)
-        if card.codec != self.codec_id or card.media != "audio":
-            raise ModelMismatch(f"model {card.id!r} is a {card.codec} {card.media} model, not an rvq audio model")
-        if weights_hash is not None and weights_hash != card.hash8:
-            raise ModelMismatch(f"this file needs model {card.id!r} with weights {weights_hash.hex()}..., but the "
-                                f"installed one has {card.hash8.hex()}...; install the matching weights")
-        if card.id not in self._models:
-            self._models[card.id] = RvqModel.from_card(card)
-        return self._models[card.id]
+        return self.cached_model("audio", model_id, weights_hash, RvqModel.from_card)
 
     # ---------------------------------------------------------------------------------------- rate
     @staticmethod

@@ -12,19 +12,17 @@ does not click and any unit still decodes alone. Version 1 files (no overlap) de
 """
 from __future__ import annotations
 
-import math
 import struct
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import zoo
 from ..container import Header, MediaKind, RateKind, Unit
 from ..entropy import TableSet, decode_indexed, encode_indexed
-from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
+from ..errors import BadInput, CorruptFile, UnsupportedVersion
 from ..registry import register_codec
-from .base import Codec, Encoded, Rate, crossfade_segments
+from .base import Codec, Encoded, Rate, crossfade_segments, image_tiles, pad_to
 from .walloc_net import FixedPointEntropyNets, WallocConfig, WallocNet
 
 TILE = 1024
@@ -116,20 +114,6 @@ class WallocModel:
         return self.net.synthesis(y_hat, self.rate_index(quality)).clamp(0, 1)
 
 
-def _tiles(n: int, tile: int) -> list[tuple[int, int]]:
-    """Split length n into near-equal parts of at most ``tile``."""
-    k = max(1, math.ceil(n / tile))
-    edges = [round(i * n / k) for i in range(k + 1)]
-    return [(edges[i], edges[i + 1] - edges[i]) for i in range(k)]
-
-
-def _pad_to(x: torch.Tensor, mult: int, ndim: int) -> torch.Tensor:
-    pads = []
-    for n in reversed(x.shape[-ndim:]):
-        pads += [0, (-n) % mult]
-    return F.pad(x, pads, mode="replicate") if any(pads) else x
-
-
 @register_codec("walloc")
 class WallocCodec(Codec):
     version = 2  # 2: audio units overlap their neighbours and are cross-faded (images as in version 1)
@@ -137,17 +121,8 @@ class WallocCodec(Codec):
     default_quality = 50.0
     quality_search = True  # --bpp / --bitrate: ncodec.api searches the quality on the final file size
 
-    def __init__(self):
-        self._models: dict[str, WallocModel] = {}
-
     def model(self, media: str, model_id: str | None = None, weights_hash: bytes | None = None) -> WallocModel:
-        card = zoo.find(self.codec_id, media, model_id)
-        if weights_hash is not None and weights_hash != card.hash8:
-            raise ModelMismatch(f"this file needs model {card.id!r} with weights {weights_hash.hex()}..., but the "
-                                f"installed one has {card.hash8.hex()}...; install the matching weights")
-        if card.id not in self._models:
-            self._models[card.id] = WallocModel.from_card(card)
-        return self._models[card.id]
+        return self.cached_model(media, model_id, weights_hash, WallocModel.from_card)
 
     # ----------------------------------------------------------------------------------------- images
     def encode(self, data, media: str, rate: Rate, **info) -> Encoded:
@@ -162,12 +137,7 @@ class WallocCodec(Codec):
         h, w, _ = data.shape
 
         def build(quality: float) -> Encoded:
-            units = []
-            for y0, th in _tiles(h, TILE):
-                for x0, tw in _tiles(w, TILE):
-                    tile = torch.from_numpy(np.array(data[y0 : y0 + th, x0 : x0 + tw]))
-                    x = tile.permute(2, 0, 1)[None].float() / 255.0
-                    units.append(Unit((y0, x0, th, tw), model.encode_block(_pad_to(x, model.cfg.stride, 2), quality)))
+            units = [Unit(key, model.encode_block(x, quality)) for key, x in image_tiles(data, TILE, model.cfg.stride)]
             header = Header(MediaKind.IMAGE, self.codec_id, self.version, (h, w, 3), card.id, card.hash8,
                             RateKind.QUALITY, float(quality), 8, 2, params=struct.pack("<H", TILE))
             return Encoded(header, units, {"quality": float(quality)})
@@ -231,7 +201,7 @@ class WallocCodec(Codec):
                 if block.shape[1] == 2:
                     block = np.stack([block.mean(1), (block[:, 0] - block[:, 1]) / 2], 1)
                 x = torch.from_numpy(np.ascontiguousarray(block.T))[:, None] * 0.5 + 0.5
-                units.append(Unit((start, n, pre, post), model.encode_block(_pad_to(x, model.cfg.stride, 1), quality)))
+                units.append(Unit((start, n, pre, post), model.encode_block(pad_to(x, model.cfg.stride, 1), quality)))
             header = Header(MediaKind.AUDIO, self.codec_id, self.version, (src.frames, src.channels), card.id,
                             card.hash8, RateKind.QUALITY, float(quality), 16, 0, src.rate,
                             params=struct.pack("<IBH", SEGMENT, src.channels == 2, AUDIO_OVERLAP))

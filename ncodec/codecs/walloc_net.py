@@ -106,8 +106,8 @@ class WallocNet(nn.Module):
         na, nb = len(cfg.slice_a), len(cfg.slice_b)
         self.register_buffer("perm_a", torch.tensor(cfg.slice_a), persistent=False)
         self.register_buffer("perm_b", torch.tensor(cfg.slice_b), persistent=False)
-        self.colour = nn.Parameter(_colour_init(cfg.in_ch))
-        self.colour_inv = nn.Parameter(torch.linalg.inv(_colour_init(cfg.in_ch)))
+        self.colour = nn.Parameter(colour_init(cfg.in_ch))
+        self.colour_inv = nn.Parameter(torch.linalg.inv(colour_init(cfg.in_ch)))
         self.log_gain = nn.Parameter(torch.zeros(cfg.n_rates, c))
         self.log_igain = nn.Parameter(torch.zeros(cfg.n_rates, c))
         self.h_a = nn.Sequential(
@@ -185,7 +185,7 @@ class WallocNet(nn.Module):
         return self.cfg.scale_min * torch.exp(self.cfg.log_step * t.clamp(0, self.cfg.n_scales - 1))
 
 
-def _colour_init(n: int) -> torch.Tensor:
+def colour_init(n: int) -> torch.Tensor:
     """Orthonormal luma/chroma-like matrix (RGB -> Y, Cb, Cr directions); identity for one channel."""
     if n != 3:
         return torch.eye(n)

@@ -237,25 +237,9 @@ def _tables_and_stats(counts: np.ndarray) -> tuple[np.ndarray, list, list]:
 
 
 def _write_model(out: Path, model_id: str, tensors: dict, cfg_dict: dict, card_extra: dict) -> dict:
-    """models/<id>.safetensors + <id>.json (card updated in place, SHA-256 pinned)."""
-    from safetensors.torch import save_file
+    from ..zoo import write_model
 
-    from ..zoo import sha256_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / f"{model_id}.safetensors"
-    tmp = out / f".{model_id}.safetensors.tmp"  # written whole, then renamed: no partial model on failure
-    save_file(tensors, str(tmp), metadata={"model_id": model_id, "config": json.dumps(cfg_dict)})
-    card_path = out / f"{model_id}.json"
-    card = json.loads(card_path.read_text()) if card_path.exists() else {}
-    card.update({"id": model_id, "codec": "rvq", "media": "audio", "file": weights.name,
-                 "sha256": sha256_file(tmp), "config": cfg_dict})
-    card.update(card_extra)
-    tmp.replace(weights)
-    tmp_card = out / f".{model_id}.json.tmp"
-    tmp_card.write_text(json.dumps(card, indent=2) + "\n")
-    tmp_card.replace(card_path)
-    return card
+    return write_model(out, model_id, "rvq", "audio", tensors, cfg_dict, card_extra)
 
 
 def export(run: Path, out: Path, model_id: str = "rvq-audio-v1", half: bool = True, data: str | None = None,

@@ -1,0 +1,222 @@
+"""McQuic: multi-codebook residual VQ at two scales with cascaded integer code tables (images).
+
+Networks in :mod:`ncodec.codecs.mcquic_net`. The rate is the number ``n`` of active codebooks (cascade order:
+coarse 1/16 stage 1 groups, coarse stage 2 groups, then fine 1/8 stages); ``--quality q`` in 0..100 maps to
+``n = 1 + round(q / 100 * (N - 1))`` and ``--bpp`` searches the quality on the final file size.
+
+Unit payload (one tile of at most ``TILE`` x ``TILE`` pixels, padded by edge replication to a multiple of 16):
+    for each active codebook j in cascade order, one ncodec.entropy indexed stream of its indices (row-major
+    over its scale's latent grid); the table of each index is ``bases[j] + context`` where the context comes from
+    the parent codebook's index at the same place (``mcquic_net.context``): integer lookups only.
+Codec params in HEAD: u16 tile size, u8 active codebooks n. The rate field holds the quality used.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import numpy as np
+import torch
+
+from .. import zoo
+from ..container import Header, MediaKind, RateKind, Unit
+from ..entropy import TableSet, cross_entropy_bits, decode_indexed, encode_indexed
+from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
+from ..registry import register_codec
+from .base import Codec, Encoded, Rate, image_tiles
+from .mcquic_net import McquicConfig, McquicNet, context, parent, table_bases
+
+TILE = 1024
+RD_ALPHA = 0.5  # entropy-constrained index choice (encoder only; see McquicNet.encode_codes)
+
+
+class McquicModel:
+    """A loaded McQuic model: float networks, fp16 codebooks (used as float32), integer tables."""
+
+    def __init__(self, tensors: dict, config: dict):
+        config = dict(config)
+        self.clusters = int(config.pop("clusters"))
+        self.cfg = cfg = McquicConfig(**config)
+        self.net = McquicNet(cfg)
+        state = {k[4:]: v.float() for k, v in tensors.items() if k.startswith("net.")}
+        missing, _ = self.net.load_state_dict(state, strict=False)
+        if any(not k.startswith("vq.") for k in missing):
+            raise ModelMismatch(f"McQuic weights lack {[k for k in missing if not k.startswith('vq.')][:3]}")
+        self.net.eval()
+        self.cbs = tensors["codebooks"].float()
+        if tuple(self.cbs.shape) != (cfg.n_codebooks, cfg.codebook_size, cfg.dim):
+            raise ModelMismatch(f"McQuic codebooks have shape {tuple(self.cbs.shape)}, the config needs "
+                                f"{(cfg.n_codebooks, cfg.codebook_size, cfg.dim)}")
+        self.cluster_map = tensors["clusters"].numpy().astype(np.int64)
+        self.bases = table_bases(cfg, self.clusters)
+        self.tables = TableSet.from_arrays(tensors["tables.freqs"].numpy(), tensors["tables.offsets"].numpy(),
+                                           np.zeros(self.bases[-1], np.int32))
+        # code lengths (bits) of every table's K regular entries, for the encoder's rate-aware index choice
+        if np.any(np.diff(self.tables.offsets) != cfg.codebook_size + 1):
+            raise ModelMismatch(f"McQuic tables must have {cfg.codebook_size} entries plus the escape")
+        freqs = self.tables.freqs.astype(np.float64).reshape(-1, cfg.codebook_size + 1)[:, :-1]
+        self.code_len = torch.from_numpy(-np.log2(freqs / 2**16)).float()
+        self.marginal = None
+        if "marginal.freqs" in tensors:  # per-codebook tables without context, kept to measure the gain
+            m = tensors["marginal.freqs"].numpy()
+            self.marginal = TableSet.from_tables(list(m.astype(np.int64)), [0] * len(m))
+
+    @classmethod
+    def from_card(cls, card: zoo.ModelCard) -> "McquicModel":
+        return cls(zoo.load_tensors(card), card.card["config"])
+
+    def n_of(self, quality: float) -> int:
+        return 1 + round(quality / 100.0 * (self.cfg.n_codebooks - 1))
+
+    def table_index(self, j: int, codes: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+        p = parent(self.cfg, j)
+        if p < 0:
+            return np.full(shape[0] * shape[1], self.bases[j], np.int64)
+        return self.bases[j] + context(self.cfg, j, codes[p][None], self.cluster_map)[0].reshape(-1)
+
+    def code_bits(self, j: int, codes: list[torch.Tensor], shape: tuple[int, int, int]) -> torch.Tensor:
+        """(B*h*w, K) code lengths of codebook j's indices given the indices chosen so far (encoder side)."""
+        p = parent(self.cfg, j)
+        if p < 0:
+            return self.code_len[self.bases[j]][None].expand(shape[0] * shape[1] * shape[2], -1)
+        tid = self.bases[j] + context(self.cfg, j, codes[p].numpy(), self.cluster_map).reshape(-1)
+        return self.code_len[torch.from_numpy(tid)]
+
+    def grids(self, lengths: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(coarse, fine) latent grid of a padded tile."""
+        f = (lengths[0] // 2**self.cfg.levels, lengths[1] // 2**self.cfg.levels)
+        return (f[0] // 2, f[1] // 2), f
+
+    def grid_of(self, j: int, lengths) -> tuple[int, int]:
+        return self.grids(lengths)[self.cfg.codebook(j)[0]]
+
+    # ------------------------------------------------------------------------------------------- one unit
+    @torch.no_grad()
+    def encode_block(self, x: torch.Tensor, n: int) -> bytes:
+        codes = [c[0].numpy().astype(np.int64) for c in self.net.encode_codes(x, n, self.cbs, self.code_bits, RD_ALPHA)]
+        out = []
+        for j, c in enumerate(codes):
+            out.append(encode_indexed(c.reshape(-1).astype(np.int32), self.table_index(j, codes, c.shape),
+                                      self.tables))
+        return b"".join(out)
+
+    def decode_codes(self, data: bytes, lengths: tuple[int, int], n: int) -> tuple[list[np.ndarray], list]:
+        """Entropy-decode one unit (integers only): codes per codebook and each stream (symbols, tables)."""
+        codes, streams, pos = [], [], 0
+        K = self.cfg.codebook_size
+        for j in range(n):
+            shape = self.grid_of(j, lengths)
+            tidx = self.table_index(j, codes, shape)
+            sym, pos = decode_indexed(data, tidx, self.tables, pos)
+            if sym.size and (sym.min() < 0 or sym.max() >= K):
+                raise CorruptFile(f"codebook {j} index {int(sym.max())} is outside 0..{K - 1}; the file is damaged")
+            codes.append(sym.astype(np.int64).reshape(shape))
+            streams.append((sym, tidx))
+        if pos != len(data):
+            raise CorruptFile(f"{len(data) - pos} unexpected bytes at the end of a unit; the file is damaged")
+        return codes, streams
+
+    @torch.no_grad()
+    def decode_block(self, data: bytes, lengths: tuple[int, int], n: int) -> torch.Tensor:
+        codes, _ = self.decode_codes(data, lengths, n)
+        fine = self.grids(lengths)[1]
+        return self.net.decode_codes([torch.from_numpy(c)[None] for c in codes], fine, self.cbs)
+
+    def bits(self, data: bytes, lengths: tuple[int, int], n: int) -> dict:
+        """Model cross-entropy of a unit's indices with the context tables and with per-codebook marginals."""
+        codes, streams = self.decode_codes(data, lengths, n)
+        ctx = sum(cross_entropy_bits(s, t, self.tables) for s, t in streams)
+        out = {"context_bits": ctx, "payload_bits": 8 * len(data)}
+        if self.marginal is not None:
+            out["marginal_bits"] = sum(cross_entropy_bits(s, np.full(len(s), j), self.marginal)
+                                       for j, (s, _) in enumerate(streams))
+        out["uniform_bits"] = sum(len(s) for s, _ in streams) * float(np.log2(self.cfg.codebook_size))
+        return out
+
+
+@register_codec("mcquic")
+class McquicCodec(Codec):
+    version = 1
+    media = ("image",)
+    default_quality = 50.0
+    quality_search = True  # --bpp: ncodec.api searches the quality on the final file size
+
+    def model(self, model_id: str | None = None, weights_hash: bytes | None = None) -> McquicModel:
+        return self.cached_model("image", model_id, weights_hash, McquicModel.from_card)
+
+    def encode(self, data, media: str, rate: Rate, **info) -> Encoded:
+        if media != "image":
+            raise BadInput(f"the mcquic codec codes images, not {media}")
+        if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] != 3:
+            raise BadInput(f"mcquic needs an 8-bit RGB image, got array {data.shape} {data.dtype}")
+        if rate.kbps is not None:
+            raise BadInput("--bitrate is for audio; use --quality or --bpp for images")
+        if rate.bpp is not None:
+            raise BadInput("mcquic encodes at a quality; ncodec.encode(bpp=...) searches it")
+        q = self.default_quality if rate.quality is None else float(rate.quality)
+        if not 0 <= q <= 100:
+            raise BadInput(f"quality {q} is outside 0..100")
+        card = zoo.find(self.codec_id, "image")
+        model = self.model(card.id)
+        n = model.n_of(q)
+        h, w, _ = data.shape
+        units = [Unit(key, model.encode_block(x, n)) for key, x in image_tiles(data, TILE, model.cfg.stride)]
+        header = Header(MediaKind.IMAGE, self.codec_id, self.version, (h, w, 3), card.id, card.hash8,
+                        RateKind.QUALITY, q, 8, 2, params=struct.pack("<HB", TILE, n))
+        return Encoded(header, units, {"quality": q, "codebooks": n})
+
+    def _layout(self, header: Header, model: McquicModel) -> int:
+        if header.codec_version > self.version:
+            raise UnsupportedVersion(f"mcquic codec version {header.codec_version} is newer than this ncodec "
+                                     f"({self.version}); upgrade ncodec")
+        if header.media != MediaKind.IMAGE or header.shape[2] != 3:
+            raise CorruptFile("mcquic file that is not an RGB image")
+        try:
+            tile, n = struct.unpack("<HB", header.params)
+        except struct.error:
+            raise CorruptFile("mcquic parameters are malformed") from None
+        if tile != TILE or not 1 <= n <= model.cfg.n_codebooks:
+            raise CorruptFile(f"mcquic tile {tile} / codebooks {n} out of range")
+        return n
+
+    def _units(self, header: Header, units: list[Unit], model: McquicModel):
+        h, w, _ = header.shape
+        for unit in units:
+            y0, x0, th, tw = unit.key
+            if y0 + th > h or x0 + tw > w or th == 0 or tw == 0 or th > TILE or tw > TILE:
+                raise CorruptFile(f"tile {unit.key} lies outside the {h}x{w} image")
+            s = model.cfg.stride
+            yield unit, (th + (-th) % s, tw + (-tw) % s)
+
+    def decode(self, header: Header, units: list[Unit]) -> np.ndarray:
+        model = self.model(header.model_id, header.weights_hash)
+        n = self._layout(header, model)
+        h, w, _ = header.shape
+        out = np.full((h, w, 3), 128, dtype=np.uint8)
+        for unit, lengths in self._units(header, units, model):
+            if unit.data is None:
+                continue  # damaged tile (lenient read): left grey
+            y0, x0, th, tw = unit.key
+            x = model.decode_block(unit.data, lengths, n)
+            out[y0 : y0 + th, x0 : x0 + tw] = (x[0, :, :th, :tw] * 255.0).round().byte().permute(1, 2, 0).numpy()
+        return out
+
+    def symbols_digest(self, header: Header, units: list[Unit]) -> str:
+        """SHA-256 over every unit's entropy-decoded codebook indices: the exact layer."""
+        model = self.model(header.model_id, header.weights_hash)
+        n = self._layout(header, model)
+        digest = hashlib.sha256()
+        for unit, lengths in self._units(header, units, model):
+            for c in model.decode_codes(unit.data, lengths, n)[0]:
+                digest.update(np.ascontiguousarray(c, dtype="<i8").tobytes())
+        return digest.hexdigest()
+
+    def bits(self, header: Header, units: list[Unit]) -> dict:
+        """Summed :meth:`McquicModel.bits` over the units of a file."""
+        model = self.model(header.model_id, header.weights_hash)
+        n = self._layout(header, model)
+        total: dict = {}
+        for unit, lengths in self._units(header, units, model):
+            for k, v in model.bits(unit.data, lengths, n).items():
+                total[k] = total.get(k, 0) + v
+        return total

@@ -1,0 +1,237 @@
+"""Training recipe for the McQuic codec: ``ncodec train mcquic``.
+
+One variable-rate model: every sample draws the number of active codebooks n in 1..N (quantiser dropout), the
+loss is 255^2 * MSE + the VQ terms (codebook + 0.25 commitment, scale-free). Checkpoints (torch, internal) go to
+the run folder every ``save_every`` steps; a run resumes from its last checkpoint. :func:`export` writes the
+shipped safetensors file: fp16 networks, fp16 codebooks, and integer tables counted on training crops (one per
+codebook and context, see ``mcquic_net.context``) plus the cluster maps that pick them.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..codecs.mcquic_net import McquicConfig, McquicNet, context, n_contexts, parent, table_bases
+
+WARMUP = 300  # steps as a plain autoencoder before the codebooks are seeded from the latents
+RESEED_EVERY = 100  # codewords unused for this many steps are re-seeded from current vectors
+VQ_WEIGHT = 1000.0  # against 255^2 * MSE; 2.5 let the latent drift (commitment 0.05 -> 11 in 500 steps)
+CLUSTERS = 16  # classes of parent indices per context
+PRIOR = 64.0  # pseudo-counts pulling each conditional table towards its codebook's marginal
+
+
+def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 128, lr: float = 5e-4,
+          save_every: int = 500, log=print, config: dict | None = None, warmup: int = WARMUP):
+    from .data import CropSampler, corpus_root, load_images
+
+    run.mkdir(parents=True, exist_ok=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ckpt = run / "checkpoint.pt"
+    state = torch.load(ckpt, map_location=device, weights_only=True) if ckpt.exists() else None
+    cfg = McquicConfig(**(state["config"] if state else (config or {})))
+    net = McquicNet(cfg).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    step = 0
+    if state:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step = int(state["step"])
+        log(f"resumed from {ckpt} at step {step}")
+    root = corpus_root(data) / "train" / "images"
+    images = load_images(root, crop)
+    log(f"{len(images)} training images from {root}, device {device}, {sum(p.numel() for p in net.parameters())} "
+        f"parameters")
+    sampler = CropSampler(images, crop, seed=step)
+    t0, hist = time.time(), []
+    usage = torch.zeros(cfg.n_codebooks, cfg.codebook_size)
+
+    def crops():
+        return torch.from_numpy(sampler.batch(batch)).to(device).permute(0, 3, 1, 2).float() / 255.0
+
+    while step < steps:
+        if step == warmup:
+            seed_codebooks(net, crops, log)
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 200) if step < 0.8 * steps else lr / 4
+        x = crops()
+        n = torch.randint(1, cfg.n_codebooks + 1, (batch,), device=device)
+        record = {}
+        x_hat, vq = net(x, n, quantize=step >= warmup, record=record)
+        mse = F.mse_loss(x_hat, x, reduction="none").mean((1, 2, 3))
+        loss = 255**2 * mse.mean() + VQ_WEIGHT * vq
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        for j, (_, i) in record.items():
+            usage[j] += torch.bincount(i.cpu(), minlength=cfg.codebook_size)
+        if record and step % RESEED_EVERY == 0:
+            dead = reseed_dead(net, usage, record)
+            usage.zero_()
+            if step % 500 == 0:
+                log(f"step {step}: re-seeded {dead} dead codewords")
+        full = n == cfg.n_codebooks
+        psnr = 10 * torch.log10(1 / mse.detach().clamp_min(1e-10))
+        hist.append((loss.item(), vq.item(), psnr.mean().item()))
+        if step % 50 == 0:
+            h = np.mean(hist, axis=0)
+            hist = []
+            log(f"step {step}/{steps} loss {h[0]:.2f} vq {h[1]:.3f} psnr {h[2]:.2f} "
+                f"(last batch: n={cfg.n_codebooks} {psnr[full].mean().item() if full.any() else float('nan'):.2f} dB) "
+                f"({50 / (time.time() - t0):.2f} steps/s)")
+            t0 = time.time()
+        if step % 500 == 0:  # codebook utilisation on this batch at the full rate
+            net.eval()
+            used = [len(torch.unique(c)) for c in net.encode_codes(x, cfg.n_codebooks, torch.stack(net.codebooks()))]
+            net.train()
+            log(f"step {step}: distinct codes per codebook in the batch {used}")
+        if step % save_every == 0 or step == steps:
+            tmp = run / "checkpoint.tmp"
+            torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "config": cfg.to_dict()},
+                       tmp)
+            tmp.replace(ckpt)
+            (run / "progress.json").write_text(json.dumps({"step": step, "steps": steps}))
+    return net, step
+
+
+@torch.no_grad()
+def seed_codebooks(net: McquicNet, crops, log=print, batches: int = 4) -> None:
+    """Seed codebook j (in cascade order) with vectors it would quantise, given the codebooks seeded before."""
+    cfg = net.cfg
+    xs = [crops() for _ in range(batches)]
+    full = torch.full((xs[0].shape[0],), cfg.n_codebooks, dtype=torch.long)
+    for j in range(cfg.n_codebooks):
+        vecs = []
+        for x in xs:
+            rec = {}
+            net(x, full, record=rec)
+            vecs.append(rec[j][0])
+        v = torch.cat(vecs)
+        pick = torch.randperm(len(v))[: cfg.codebook_size]
+        if len(pick) < cfg.codebook_size:
+            pick = torch.cat([pick, torch.randint(0, len(v), (cfg.codebook_size - len(pick),))])
+        net.vq[j].reseed(torch.arange(cfg.codebook_size), v[pick] + 1e-3 * torch.randn_like(v[pick]))
+    log(f"seeded {cfg.n_codebooks} codebooks from latent vectors")
+
+
+@torch.no_grad()
+def reseed_dead(net: McquicNet, usage: torch.Tensor, record: dict) -> int:
+    """Re-seed codewords that no vector chose since the last call with random vectors of the last batch."""
+    total = 0
+    for j, (v, _) in record.items():
+        dead = torch.nonzero(usage[j] == 0).flatten()
+        if len(dead):
+            net.vq[j].reseed(dead, v[torch.randint(0, len(v), (len(dead),))])
+            total += len(dead)
+    return total
+
+
+def kmeans(v: np.ndarray, k: int, iters: int = 25, seed: int = 0) -> np.ndarray:
+    """Cluster label of each row of ``v`` (float64 Lloyd's algorithm, fixed seed)."""
+    rng = np.random.default_rng(seed)
+    v = v.astype(np.float64)
+    cent = v[rng.choice(len(v), k, replace=False)]
+    for _ in range(iters):
+        lab = ((v[:, None] - cent[None]) ** 2).sum(-1).argmin(1)
+        for c in range(k):
+            if (lab == c).any():
+                cent[c] = v[lab == c].mean(0)
+    return lab.astype(np.int32)
+
+
+def code_counts(net: McquicNet, cbs: torch.Tensor, cluster_map: np.ndarray, crops: np.ndarray, log=print,
+                code_bits=None, alpha: float = 0.0):
+    """Per codebook: marginal counts (K,) and context counts (n_contexts, K), over ``crops`` (uint8 NHWC), each
+    batch of 8 crops coded at the next rate of the cycle N, N-1, .., 1 (codebook j is seen by the batches whose rate
+    keeps it)."""
+    cfg = net.cfg
+    K = cfg.codebook_size
+    marg = np.zeros((cfg.n_codebooks, K), np.int64)
+    cond = [np.zeros((n_contexts(cfg, j, CLUSTERS), K), np.int64) for j in range(cfg.n_codebooks)]
+    for i in range(0, len(crops), 8):
+        x = torch.from_numpy(crops[i : i + 8]).permute(0, 3, 1, 2).float() / 255.0
+        n = cfg.n_codebooks - (i // 8) % cfg.n_codebooks
+        codes = [c.numpy() for c in net.encode_codes(x, n, cbs, code_bits, alpha)]
+        for j, c in enumerate(codes):
+            marg[j] += np.bincount(c.reshape(-1), minlength=K)
+            p = parent(cfg, j)
+            ctx = context(cfg, j, codes[p], cluster_map) if p >= 0 else np.zeros_like(c)
+            np.add.at(cond[j], (ctx.reshape(-1), c.reshape(-1)), 1)
+        if i % 400 == 0:
+            log(f"counted codes on {i + len(x)}/{len(crops)} crops")
+    return marg, cond
+
+
+def tables_from_counts(marg: np.ndarray, cond: list[np.ndarray]):
+    """Integer tables (flat, in ``table_bases`` order), marginal tables, and statistics."""
+    from ..entropy import quantize_pmf
+
+    tables, marginal, stats = [], [], []
+    for j, (m, c) in enumerate(zip(marg, cond)):
+        pm = (m + 0.5) / (m + 0.5).sum()
+        marginal.append(quantize_pmf(np.append(pm, 0.0)))
+        h_marg = -(m * np.log2(pm)).sum() / max(m.sum(), 1)
+        h_cond = 0.0
+        for row in c:
+            p = (row + PRIOR * pm) / (row.sum() + PRIOR)
+            tables.append(quantize_pmf(np.append(p, 0.0)))
+            h_cond += -(row * np.log2(p)).sum()
+        h_cond /= max(m.sum(), 1)
+        stats.append({"codebook": j, "used": round(float((m > 0).mean()), 4),
+                      "perplexity": round(float(2 ** (-(pm * np.log2(pm)).sum())), 1),
+                      "bits_marginal": round(float(h_marg), 3), "bits_context": round(float(h_cond), 3)})
+    return tables, marginal, stats
+
+
+@torch.no_grad()
+def export(run: Path, out: Path, model_id: str = "mcquic-image-v1", data: str | None = None, crops: int = 1600,
+           crop: int = 256, log=print, extra_card: dict | None = None) -> dict:
+    """Checkpoint -> models/<id>.safetensors (fp16 nets and codebooks, int32 tables and cluster maps) + card."""
+    from .data import CropSampler, corpus_root, load_images
+    from ..codecs.mcquic import RD_ALPHA, McquicModel
+    from ..entropy import TableSet
+    from ..zoo import write_model
+
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    cfg = McquicConfig(**state["config"])
+    net = McquicNet(cfg)
+    net.load_state_dict(state["model"])
+    net.eval()
+    cbs = torch.stack(net.codebooks()).half()
+    tensors = {f"net.{k}": v.half().contiguous() for k, v in net.state_dict().items() if not k.startswith("vq.")}
+    net.load_state_dict({k: v.half().float() if v.is_floating_point() and not k.startswith("vq.") else v
+                         for k, v in net.state_dict().items()})  # count with the weights the codec loads
+    cbs_f = cbs.float()
+    cluster_map = np.zeros((cfg.n_codebooks, cfg.codebook_size), np.int32)
+    for j in range(cfg.n_codebooks):
+        if any(parent(cfg, i) == j for i in range(cfg.n_codebooks)):
+            cluster_map[j] = kmeans(cbs_f[j].numpy(), CLUSTERS, seed=j)
+    images = load_images(corpus_root(data) / "train" / "images", crop)
+    batch = CropSampler(images, crop, seed=12345).batch(crops)
+    config = {**cfg.to_dict(), "clusters": CLUSTERS}
+
+    def with_tables(marg, cond):
+        tables, marginal, stats = tables_from_counts(marg, cond)
+        assert len(tables) == table_bases(cfg, CLUSTERS)[-1]
+        ts = TableSet.from_tables(tables, [0] * len(tables))
+        return {**tensors, "codebooks": cbs.contiguous(), "clusters": torch.from_numpy(cluster_map),
+                "tables.freqs": torch.from_numpy(ts.freqs), "tables.offsets": torch.from_numpy(ts.offsets),
+                "marginal.freqs": torch.from_numpy(np.stack(marginal).astype(np.int32))}, stats
+
+    # pass 1: nearest-codeword indices; pass 2: the codec's entropy-constrained choice under pass-1 tables
+    first, stats1 = with_tables(*code_counts(net, cbs_f, cluster_map, batch, log))
+    coder = McquicModel(first, config)
+    tensors, stats = with_tables(*code_counts(net, cbs_f, cluster_map, batch, log, coder.code_bits, RD_ALPHA))
+    for s2, s1 in zip(stats, stats1):
+        s2["bits_context_nearest"] = s1["bits_context"]
+    card = {"training": {"steps": int(state["step"]), "tables": f"counted on {crops} random {crop}px training "
+                         f"crops, {CLUSTERS} parent clusters, prior {PRIOR}, second pass with the "
+                         f"encoder's entropy-constrained choice (alpha {RD_ALPHA})"},
+            "codebooks": stats, **(extra_card or {})}
+    return write_model(out, model_id, "mcquic", "image", tensors, config, card)
