@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
 import sys
 import time
@@ -122,6 +123,12 @@ def _perceptual_missing(row: dict, perc: dict) -> bool:
     return False
 
 
+def _one_thread() -> None:
+    """Worker initializer: torch, if the parent had already loaded it, computes on one thread."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
 def _record(cf, cache, row, done, total, progress) -> int:
     cf.write(json.dumps(row) + "\n")
     cf.flush()
@@ -156,11 +163,19 @@ def run_image(codecs: list[str], data: Path, out: Path, limit: int | None = None
         if jobs > 1:
             from concurrent.futures import ProcessPoolExecutor
 
-            with ProcessPoolExecutor(jobs) as ex:
-                results = ex.map(_image_file_jobs, [(f, p, tags, perc) for f, p in by_file.items()])
-                for file_rows in results:
-                    for row in file_rows:
-                        done = _record(cf, cache, row, done, len(todo), progress)
+            # one compute thread per worker: with torch's default (all cores, spinning OpenMP threads) in every
+            # worker, the Kodak classical run took 10.5 min with --jobs 2 and 2.8 min with this (measured)
+            saved = os.environ.get("OMP_NUM_THREADS")
+            os.environ.setdefault("OMP_NUM_THREADS", "1")  # read by the workers' OpenMP at their torch import
+            try:
+                with ProcessPoolExecutor(jobs, initializer=_one_thread) as ex:
+                    results = ex.map(_image_file_jobs, [(f, p, tags, perc) for f, p in by_file.items()])
+                    for file_rows in results:
+                        for row in file_rows:
+                            done = _record(cf, cache, row, done, len(todo), progress)
+            finally:
+                if saved is None:
+                    os.environ.pop("OMP_NUM_THREADS", None)
         else:
             for f, p in sorted(by_file.items()):
                 for row in _image_file_jobs((f, p, tags, perc)):
