@@ -24,7 +24,7 @@ from ..entropy import TableSet, cross_entropy_bits, decode_indexed, encode_index
 from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
 from ..registry import register_codec
 from .base import Codec, Encoded, Rate, image_tiles
-from .mcquic_net import McquicConfig, McquicNet, context, parent, table_bases
+from .mcquic_net import McquicConfig, McquicNet, context, table_bases
 
 TILE = 1024
 RD_ALPHA = 0.5  # entropy-constrained index choice (encoder only; see McquicNet.encode_codes)
@@ -68,19 +68,13 @@ class McquicModel:
     def n_of(self, quality: float) -> int:
         return 1 + round(quality / 100.0 * (self.cfg.n_codebooks - 1))
 
-    def table_index(self, j: int, codes: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-        p = parent(self.cfg, j)
-        if p < 0:
-            return np.full(shape[0] * shape[1], self.bases[j], np.int64)
-        return self.bases[j] + context(self.cfg, j, codes[p][None], self.cluster_map)[0].reshape(-1)
+    def table_ids(self, j: int, codes: list[np.ndarray], shape: tuple[int, int, int]) -> np.ndarray:
+        """Flat table index of every index of codebook j (grid ``shape`` (B, h, w)) given codebooks 0 .. j-1."""
+        return self.bases[j] + context(self.cfg, j, codes, self.cluster_map, shape).reshape(-1)
 
     def code_bits(self, j: int, codes: list[torch.Tensor], shape: tuple[int, int, int]) -> torch.Tensor:
         """(B*h*w, K) code lengths of codebook j's indices given the indices chosen so far (encoder side)."""
-        p = parent(self.cfg, j)
-        if p < 0:
-            return self.code_len[self.bases[j]][None].expand(shape[0] * shape[1] * shape[2], -1)
-        tid = self.bases[j] + context(self.cfg, j, codes[p].numpy(), self.cluster_map).reshape(-1)
-        return self.code_len[torch.from_numpy(tid)]
+        return self.code_len[torch.from_numpy(self.table_ids(j, [c.numpy() for c in codes], shape))]
 
     def grids(self, lengths: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
         """(coarse, fine) latent grid of a padded tile."""
@@ -93,20 +87,17 @@ class McquicModel:
     # ------------------------------------------------------------------------------------------- one unit
     @torch.no_grad()
     def encode_block(self, x: torch.Tensor, n: int) -> bytes:
-        codes = [c[0].numpy().astype(np.int64) for c in self.net.encode_codes(x, n, self.cbs, self.code_bits, RD_ALPHA)]
-        out = []
-        for j, c in enumerate(codes):
-            out.append(encode_indexed(c.reshape(-1).astype(np.int32), self.table_index(j, codes, c.shape),
-                                      self.tables))
-        return b"".join(out)
+        codes = [c.numpy() for c in self.net.encode_codes(x, n, self.cbs, self.code_bits, RD_ALPHA)]
+        return b"".join(encode_indexed(c.reshape(-1).astype(np.int32), self.table_ids(j, codes, c.shape), self.tables)
+                        for j, c in enumerate(codes))
 
     def decode_codes(self, data: bytes, lengths: tuple[int, int], n: int) -> tuple[list[np.ndarray], list]:
         """Entropy-decode one unit (integers only): codes per codebook and each stream (symbols, tables)."""
         codes, streams, pos = [], [], 0
         K = self.cfg.codebook_size
         for j in range(n):
-            shape = self.grid_of(j, lengths)
-            tidx = self.table_index(j, codes, shape)
+            shape = (1,) + self.grid_of(j, lengths)
+            tidx = self.table_ids(j, codes, shape)
             sym, pos = decode_indexed(data, tidx, self.tables, pos)
             if sym.size and (sym.min() < 0 or sym.max() >= K):
                 raise CorruptFile(f"codebook {j} index {int(sym.max())} is outside 0..{K - 1}; the file is damaged")
@@ -120,7 +111,7 @@ class McquicModel:
     def decode_block(self, data: bytes, lengths: tuple[int, int], n: int) -> torch.Tensor:
         codes, _ = self.decode_codes(data, lengths, n)
         fine = self.grids(lengths)[1]
-        return self.net.decode_codes([torch.from_numpy(c)[None] for c in codes], fine, self.cbs)
+        return self.net.decode_codes([torch.from_numpy(c) for c in codes], fine, self.cbs)
 
     def bits(self, data: bytes, lengths: tuple[int, int], n: int) -> dict:
         """Model cross-entropy of a unit's indices with the context tables and with per-codebook marginals."""

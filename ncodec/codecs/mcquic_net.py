@@ -297,15 +297,17 @@ def table_bases(cfg: McquicConfig, clusters: int) -> list[int]:
     return out
 
 
-def context(cfg: McquicConfig, j: int, parent_codes, cluster_map):
-    """Context (0 .. n_contexts-1) of every index of codebook j from its parent's indices (numpy ints).
+def context(cfg: McquicConfig, j: int, codes: list, cluster_map, shape: tuple[int, int, int]):
+    """Context (0 .. n_contexts-1) of every index of codebook j, from the indices decoded before it.
 
-    ``parent_codes``: (B, h, w) indices of ``parent(cfg, j)`` (ignored for the first codebook, give None with
-    ``shape``); ``cluster_map``: (n_codebooks, codebook_size) ints. Returns (B, H, W) of codebook j's scale."""
+    ``codes``: the (B, h, w) integer arrays of codebooks 0 .. j-1 (numpy); ``cluster_map``: (n_codebooks,
+    codebook_size) ints; ``shape``: (B, H, W) of codebook j's grid. Returns a (B, H, W) numpy int array."""
     import numpy as np
 
     p = parent(cfg, j)
-    c = np.asarray(cluster_map[p])[parent_codes]
+    if p < 0:
+        return np.zeros(shape, np.int64)
+    c = np.asarray(cluster_map[p])[codes[p]]
     if cfg.codebook(p)[0] == cfg.codebook(j)[0]:
         return c
     b, h, w = c.shape

@@ -160,8 +160,7 @@ def code_counts(net: McquicNet, cbs: torch.Tensor, cluster_map: np.ndarray, crop
         codes = [c.numpy() for c in net.encode_codes(x, n, cbs, code_bits, alpha)]
         for j, c in enumerate(codes):
             marg[j] += np.bincount(c.reshape(-1), minlength=K)
-            p = parent(cfg, j)
-            ctx = context(cfg, j, codes[p], cluster_map) if p >= 0 else np.zeros_like(c)
+            ctx = context(cfg, j, codes, cluster_map, c.shape)
             np.add.at(cond[j], (ctx.reshape(-1), c.reshape(-1)), 1)
         if i % 400 == 0:
             log(f"counted codes on {i + len(x)}/{len(crops)} crops")
