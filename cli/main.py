@@ -234,8 +234,11 @@ _AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 @click.option("--end", type=float, default=None, help="Audio: second to stop at.")
 @click.option("--frames", "frame_range", default=None, metavar="A:B",
               help="Video: decode only frames A..B-1 (only the groups holding them run).")
+@click.option("--drop-indices", type=float, default=None, metavar="F",
+              help="vqgan (experiments): drop a fraction F of the indices at random before lost-index recovery.")
+@click.option("--seed", type=int, default=None, help="Random seed of --drop-indices (default 0).")
 @click.pass_context
-def decode(ctx, input, output, force, lenient, item, start, end, frame_range):
+def decode(ctx, input, output, force, lenient, item, start, end, frame_range, drop_indices, seed):
     """Decode a .nc file ('-' reads stdin). A multi-item file decodes into the folder OUTPUT, one file per
     item under its stored name (or one item with --item)."""
 
@@ -262,6 +265,8 @@ def decode(ctx, input, output, force, lenient, item, start, end, frame_range):
         ext = Path(output).suffix.lower() if output != "-" else ""
         if frame_range is not None and inf_media != "video":
             raise ncodec.BadInput("--frames applies to video files")
+        if (drop_indices is not None or seed is not None) and inf_media != "image":
+            raise ncodec.BadInput("--drop-indices/--seed apply to vqgan image files")
         if inf_media == "video":
             return _decode_video(head, output, ext, frame_range, force)
         if inf_media == "image":
@@ -286,7 +291,8 @@ def decode(ctx, input, output, force, lenient, item, start, end, frame_range):
                                         None if end is None else int(round(end * rate)), strict=not lenient)
             _atomic_write(output, lambda f: write_audio(f, part, rate, fmt))
             return
-        _atomic_write(output, lambda f: api.decode_to(head, f, fmt, strict=not lenient))
+        _atomic_write(output, lambda f: api.decode_to(head, f, fmt, strict=not lenient, drop_indices=drop_indices,
+                                                      seed=seed))
 
     _run(ctx, work)
 
@@ -499,6 +505,41 @@ def convert_weights(ctx, inputs, output, force):
     _run(ctx, work)
 
 
+@main.command("convert-vqgan")
+@click.argument("checkpoint", type=click.Path())
+@click.option("-o", "--output", "out_dir", default="models", show_default=True, type=click.Path(),
+              help="Model folder to write <id>.safetensors and <id>.json into (use it as $NCODEC_MODELS).")
+@click.option("--id", "model_id", default="taming-vqgan-f16", show_default=True, help="Model id for the card.")
+@click.option("--data", default=None, type=click.Path(),
+              help="Image folder to count index frequencies on; without, uniform tables.")
+@click.option("--force", is_flag=True, help="Overwrite an existing model of that id.")
+@click.pass_context
+def convert_vqgan(ctx, checkpoint, out_dir, model_id, data, force):
+    """Use an official taming-transformers VQGAN checkpoint (e.g. vqgan_imagenet_f16_1024 last.ckpt) as a vqgan
+    model: its network as released, a k-means ladder of its codebook, tables counted on --data.
+
+    Then: `ncodec encode photo.png -o p.nc --codec vqgan --model taming-vqgan-f16 --quality 100`.
+    """
+
+    def work():
+        from ncodec.errors import BadInput
+        from ncodec.train.vqgan import convert_taming
+
+        target = Path(out_dir) / f"{model_id}.safetensors"
+        if target.exists() and not force:
+            click.echo(f"ncodec: error: {target} exists; use --force to overwrite it", err=True)
+            ctx.exit(EXIT_EXISTS)
+        if not Path(out_dir).is_dir():
+            raise BadInput(f"folder {out_dir} does not exist")
+        if data is not None and not Path(data).is_dir():
+            raise BadInput(f"--data {data} is not a folder")
+        card = convert_taming(checkpoint, Path(out_dir), model_id, data, log=lambda m: click.echo(m, err=True))
+        click.echo(f"wrote {card['id']} (codebook {card['config']['codebook_size']}, rungs "
+                   f"{card['config']['rungs']}) to {out_dir}", err=True)
+
+    _run(ctx, work)
+
+
 @main.command("convert-encodec")
 @click.argument("checkpoint", type=click.Path())
 @click.option("-o", "--output", "out_dir", default="models", show_default=True, type=click.Path(),
@@ -533,7 +574,7 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 
 
 @main.command()
-@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "pc-digits", "rvq", "mcquic"]))
+@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "pc-digits", "rvq", "mcquic", "vqgan"]))
 @click.option("--run", "run_dir", default=None, help="Checkpoint folder (default: runs/RECIPE).")
 @click.option("--steps", default=None, type=int,
               help="Training steps (walloc 20000, rvq 9000 by default) or EM passes (pc, default 7).")
@@ -587,6 +628,18 @@ def train(ctx, recipe, run_dir, steps, hidden, data, batch, crop, lr, ste_after,
                          log=log)
             if export_to:
                 card = mcquic.export(Path(run_dir), Path(export_to), data=data, log=log)
+                click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
+            return
+        if recipe == "vqgan":
+            from ncodec.train import vqgan
+
+            log = lambda m: click.echo(m, err=True)  # noqa: E731
+            run = Path(run_dir)
+            vqgan.train(run, steps or 6000, data, batch=batch or 16, crop=crop or 128, lr=lr or 4e-4, log=log)
+            vqgan.ladder(run, data, log=log)
+            vqgan.train_transformer(run, data, log=log)
+            if export_to:
+                card = vqgan.export(run, Path(export_to), data=data, log=log)
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
         from ncodec.train import walloc

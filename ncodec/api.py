@@ -261,15 +261,27 @@ def decode_items(src, items: list[int] | None = None, strict: bool = True) -> li
     return [(names[0] if f.names else (f.name or "item00000"), arr) for _ in idx]
 
 
-def decode(src, strict: bool = True) -> Decoded:
-    """Decode .nc bytes or a path. ``strict=False`` decodes around damaged units instead of failing."""
+def _decode_options(codec, options: dict) -> dict:
+    """Codec-specific decode options (e.g. vqgan's ``drop_indices``, ``seed``), checked against the codec."""
+    options = {k: v for k, v in options.items() if v is not None}
+    allowed = getattr(codec, "decode_options", ())
+    bad = [k for k in options if k not in allowed]
+    if bad:
+        raise BadInput(f"decode option {bad[0].replace('_', '-')} does not apply to {codec.codec_id} files")
+    return options
+
+
+def decode(src, strict: bool = True, **options) -> Decoded:
+    """Decode .nc bytes or a path. ``strict=False`` decodes around damaged units instead of failing. Codec
+    options: vqgan ``drop_indices=F, seed=S`` drops a fraction F of the indices before recovery."""
     data = _read_bytes(src)
     f = container.read(data, strict=strict)
-    arr = _codec(f.header.codec_id).decode(f.header, f.units)
+    codec = _codec(f.header.codec_id)
+    arr = codec.decode(f.header, f.units, **_decode_options(codec, options))
     return Decoded(arr, _info(f, len(data)))
 
 
-def decode_to(src, out, fmt: str, strict: bool = True) -> Info:
+def decode_to(src, out, fmt: str, strict: bool = True, **options) -> Info:
     """Decode into a writable binary file object in format ``fmt`` (PNG, WAV, FLAC, ...).
 
     Audio is written segment by segment, so memory stays bounded by one unit whatever the file's length.
@@ -277,6 +289,7 @@ def decode_to(src, out, fmt: str, strict: bool = True) -> Info:
     data = _read_bytes(src)
     f = container.read(data, strict=strict)
     codec = _codec(f.header.codec_id)
+    options = _decode_options(codec, options)
     inf = _info(f, len(data))
     if inf.media == "audio" and hasattr(codec, "decode_segments"):
         import soundfile as sf
@@ -288,7 +301,7 @@ def decode_to(src, out, fmt: str, strict: bool = True) -> Info:
             for _, block in codec.decode_segments(f.header, f.units):
                 sink.write(block)
         return inf
-    arr = codec.decode(f.header, f.units)
+    arr = codec.decode(f.header, f.units, **options)
     if inf.media == "image":
         from .media import write_image
 

@@ -125,6 +125,12 @@ def regenerate(root: Path = ROOT, only: set[str] | None = None) -> list[dict]:
         for q in (0, 50, 100):
             blob = api.encode(img, codec="mcquic", quality=q, name="astronaut-crop.png")
             entries.append(_vector(root, "mcquic", f"{mcquic_model}-astronaut-q{q}", blob, "png"))
+    if want("vqgan"):
+        vqgan_model = zoo.find("vqgan", "image").id
+        big = np.ascontiguousarray(skdata.astronaut()[40:232, 120:376])  # 192 x 256: 12 x 16 indices
+        for q in (0, 57, 100):
+            blob = api.encode(big, codec="vqgan", quality=q, name="astronaut-crop.png")
+            entries.append(_vector(root, "vqgan", f"{vqgan_model}-astronaut-q{q}", blob, "png"))
     if want("pc"):
         blob = api.encode_items(list(digit_set()), codec="pc", names=["three.png", "zero.png", "seven.png"])
         entries.append(_vector(root, "pc", f"{zoo.find('pc', 'image').id}-three-digits", blob, "npy"))

@@ -18,6 +18,7 @@ CODEC_MODULES: dict[str, str] = {
     "nerv": "ncodec.codecs.nerv",
     "nirvana": "ncodec.codecs.nerv",
     "mcquic": "ncodec.codecs.mcquic",
+    "vqgan": "ncodec.codecs.vqgan",
 }
 
 # media kind -> default codec id

@@ -17,12 +17,14 @@ CLASSICAL = {
     "jpeg": ("JPEG", "quality", [5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95],
              {"subsampling": "4:2:0"}),
     "webp": ("WEBP", "quality", [0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95], {"method": 6}),
-    "avif": ("AVIF", "quality", [5, 10, 20, 30, 40, 50, 60, 70, 80, 90], {"subsampling": "4:4:4", "speed": 6}),
+    "avif": ("AVIF", "quality", [0, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90],  # 0, 2: its lowest rates
+             {"subsampling": "4:4:4", "speed": 6}),
     "jxl": ("JXL", "quality", [5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95], {}),
     "j2k": ("JPEG2000", "bpp", [0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0],
             {"irreversible": True, "quality_mode": "rates", "mct": 1}),
 }
 LEARNED_RATES = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+LEARNED_SWEEPS = {"vqgan": [0, 14, 29, 43, 57, 71, 86, 100]}  # one quality per ladder rung (8 rungs)
 SETTINGS = {
     "jpeg": "Pillow libjpeg, 4:2:0", "webp": "Pillow libwebp, method 6", "avif": "Pillow libavif, 4:4:4, speed 6",
     "jxl": "pillow-jxl-plugin defaults (perceptual tuning)", "j2k": "Pillow OpenJPEG, 9/7 irreversible, colour transform (mct=1), rate mode",
@@ -48,7 +50,7 @@ def available(name: str) -> bool:
 def rates_for(name: str, override: list[float] | None = None) -> list[float]:
     if override:
         return override
-    return CLASSICAL[name][2] if name in CLASSICAL else LEARNED_RATES
+    return CLASSICAL[name][2] if name in CLASSICAL else LEARNED_SWEEPS.get(name, LEARNED_RATES)
 
 
 def run_one(name: str, img: np.ndarray, rate: float) -> tuple[int, np.ndarray, float, float]:

@@ -226,6 +226,16 @@ def encode_sequence(symbols: np.ndarray, probabilities: np.ndarray) -> bytes:
     return _words_to_bytes(enc.get_compressed())
 
 
+def sequence_decoder(data: bytes, pos: int = 0):
+    """(constriction RangeDecoder over a stream written by :func:`encode_sequence`, position after it), for
+    models whose next probability row depends on the symbols decoded so far: call
+    ``decoder.decode(Categorical(perfect=False), row[None])`` once per symbol."""
+    import constriction
+
+    words, pos = _bytes_to_words(data, pos)
+    return constriction.stream.queue.RangeDecoder(words), pos
+
+
 def decode_sequence(data: bytes, probabilities: np.ndarray, pos: int = 0):
     """Decode symbols whose rows of probabilities are known (all at once, or call per step with a slice)."""
     import constriction

@@ -132,17 +132,22 @@ def reseed_dead(net: McquicNet, usage: torch.Tensor, record: dict) -> int:
     return total
 
 
-def kmeans(v: np.ndarray, k: int, iters: int = 25, seed: int = 0) -> np.ndarray:
-    """Cluster label of each row of ``v`` (float64 Lloyd's algorithm, fixed seed)."""
+def kmeans(v: np.ndarray, k: int, iters: int = 25, seed: int = 0, weights: np.ndarray | None = None,
+           centroids: bool = False):
+    """Cluster label of each row of ``v`` (float64 Lloyd's algorithm, fixed seed; rows weighted by ``weights``,
+    e.g. how often each codeword is used). ``centroids=True``: (labels, centroids)."""
     rng = np.random.default_rng(seed)
     v = v.astype(np.float64)
-    cent = v[rng.choice(len(v), k, replace=False)]
+    wt = np.ones(len(v)) if weights is None else np.asarray(weights, np.float64) + 1e-9
+    cent = v[rng.choice(len(v), k, replace=False, p=None if weights is None else wt / wt.sum())]
     for _ in range(iters):
-        lab = ((v[:, None] - cent[None]) ** 2).sum(-1).argmin(1)
-        for c in range(k):
-            if (lab == c).any():
-                cent[c] = v[lab == c].mean(0)
-    return lab.astype(np.int32)
+        lab = ((cent**2).sum(1)[None] - 2 * v @ cent.T).argmin(1)  # memory n x k, not n x k x dim
+        mass = np.bincount(lab, weights=wt, minlength=k)
+        tot = np.zeros_like(cent)
+        np.add.at(tot, lab, wt[:, None] * v)
+        cent = np.where(mass[:, None] > 0, tot / np.maximum(mass, 1e-300)[:, None], cent)
+    lab = lab.astype(np.int32)
+    return (lab, cent) if centroids else lab
 
 
 def code_counts(net: McquicNet, cbs: torch.Tensor, cluster_map: np.ndarray, crops: np.ndarray, log=print,
@@ -167,19 +172,23 @@ def code_counts(net: McquicNet, cbs: torch.Tensor, cluster_map: np.ndarray, crop
     return marg, cond
 
 
-def tables_from_counts(marg: np.ndarray, cond: list[np.ndarray]):
-    """Integer tables (flat, in ``table_bases`` order), marginal tables, and statistics."""
+def tables_from_counts(marg: list[np.ndarray], cond: list[np.ndarray], prior: float = PRIOR, escape: bool = True):
+    """Integer tables (flat, in ``table_bases`` order), marginal tables, and statistics, per codebook j from its
+    marginal counts ``marg[j]`` (K,) and context counts ``cond[j]`` (contexts, K); each conditional table is
+    pulled towards the marginal by ``prior`` pseudo-counts. ``escape``: append the escape entry of
+    ncodec.entropy's indexed coding."""
     from ..entropy import quantize_pmf
 
     tables, marginal, stats = [], [], []
     for j, (m, c) in enumerate(zip(marg, cond)):
         pm = (m + 0.5) / (m + 0.5).sum()
-        marginal.append(quantize_pmf(np.append(pm, 0.0)))
+        tail = [0.0] if escape else []
+        marginal.append(quantize_pmf(np.append(pm, tail)))
         h_marg = -(m * np.log2(pm)).sum() / max(m.sum(), 1)
         h_cond = 0.0
         for row in c:
-            p = (row + PRIOR * pm) / (row.sum() + PRIOR)
-            tables.append(quantize_pmf(np.append(p, 0.0)))
+            p = (row + prior * pm) / (row.sum() + prior)
+            tables.append(quantize_pmf(np.append(p, tail)))
             h_cond += -(row * np.log2(p)).sum()
         h_cond /= max(m.sum(), 1)
         stats.append({"codebook": j, "used": round(float((m > 0).mean()), 4),

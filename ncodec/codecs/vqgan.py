@@ -1,0 +1,343 @@
+"""Extreme-rate image codec: one VQGAN index per 16x16 block, K-means codebook ladder, lost-index recovery.
+
+Networks in :mod:`ncodec.codecs.vqgan_net`. The rate is the ladder rung: ``--quality q`` in 0..100 picks rung
+``r = round((1 - q / 100) * (R - 1))`` of the R rungs (q = 100: the full codebook; q = 0: the smallest, K = 8);
+``--bpp`` searches the quality on the final file size.
+
+Each tile (at most ``TILE`` x ``TILE`` pixels, padded by edge replication to a multiple of 16) has an index grid
+of h x w, split into 4 *phase groups* (row parity, column parity), each one container unit coded on its own:
+a lost group leaves every other index in place around its positions, and the masked-index transformer fills
+them in. Unit payload: one FIFO range-coded stream (ncodec.entropy.encode_sequence) of the group's indices in
+raster order over its sub-grid; the table of an index is chosen by the context classes of its left and upper
+neighbours *within the group* (class 0 = no neighbour, else 1 + the stored class of the neighbour's codeword):
+``table = base[r] + (C + 1) * left + up``, integer lookups only.
+Unit key: (tile number in raster order over the tile grid, group 0..3, index count of the group, 0).
+Codec params in HEAD: u16 tile size, u8 rung, u8 groups (4).
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import zoo
+from ..container import Header, MediaKind, RateKind, Unit
+from ..entropy import TableSet, encode_sequence
+from ..entropy.coding import sequence_decoder
+from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
+from ..registry import register_codec
+from .mcquic_net import nearest
+from .base import Codec, Encoded, Rate, image_tiles, tiles
+from .vqgan_net import IndexTransformer, TransformerConfig, VqganConfig, VqganNet, rung_logprobs
+
+TILE = 1024
+GROUPS = 4
+RD_ALPHA = 0.0  # entropy-constrained index choice (encoder only; see VqganModel.choose)
+PHASES = [(0, 0), (1, 1), (0, 1), (1, 0)]  # group -> (row parity, column parity)
+
+
+def group_shape(h: int, w: int, g: int) -> tuple[int, int]:
+    py, px = PHASES[g]
+    return (h - py + 1) // 2, (w - px + 1) // 2
+
+
+def contexts(sub: np.ndarray, classes: np.ndarray, c: int) -> np.ndarray:
+    """Context of every index of a group sub-grid (hs, ws) from its left and upper neighbours' classes."""
+    cls = np.asarray(classes)[sub] + 1
+    left = np.zeros_like(cls)
+    up = np.zeros_like(cls)
+    left[:, 1:] = cls[:, :-1]
+    up[1:] = cls[:-1]
+    return (c + 1) * left + up
+
+
+class VqganModel:
+    """A loaded model: float networks, fp16 codebooks (used as float32), rung maps and integer tables."""
+
+    def __init__(self, tensors: dict, config: dict):
+        config = dict(config)
+        self.clusters = int(config.pop("clusters"))
+        tf_cfg = config.pop("transformer")
+        if config.get("arch") == "taming":  # a converted official checkpoint (ncodec convert-vqgan)
+            from .taming_net import TamingConfig, TamingNet
+
+            self.cfg = cfg = TamingConfig(**config)
+            self.net = TamingNet(cfg)
+        else:
+            self.cfg = cfg = VqganConfig(**config)
+            self.net = VqganNet(cfg)
+        state = {k[4:]: v.float() for k, v in tensors.items() if k.startswith("net.")}
+        missing, _ = self.net.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith(("vq.", "quantize."))]
+        if missing:
+            raise ModelMismatch(f"VQGAN weights lack {missing[:3]}")
+        self.net.eval()
+        self.tf = None  # without a transformer, lost indices are interpolated from their neighbours
+        if tf_cfg is not None:
+            self.tf = IndexTransformer(TransformerConfig(**tf_cfg), cfg.dim, cfg.codebook_size)
+            self.tf.load_state_dict({k[3:]: v.float() for k, v in tensors.items() if k.startswith("tf.")})
+            self.tf.eval()
+        self.codebooks, self.maps, self.classes, self.bases = [], [], [], [0]
+        for r, k in enumerate(cfg.rungs):
+            cb = tensors[f"rung{r}.codebook"].float()
+            if tuple(cb.shape) != (k, cfg.dim):
+                raise ModelMismatch(f"rung {r} codebook has shape {tuple(cb.shape)}, the config needs {(k, cfg.dim)}")
+            self.codebooks.append(cb)
+            self.maps.append(tensors[f"rung{r}.map"].long())
+            self.classes.append(tensors[f"rung{r}.classes"].numpy().astype(np.int64))
+            self.bases.append(self.bases[-1] + (self.n_classes(r) + 1) ** 2)
+        self.tables = TableSet.from_arrays(tensors["tables.freqs"].numpy(), tensors["tables.offsets"].numpy(),
+                                           np.zeros(self.bases[-1], np.int32))
+        sizes = np.diff(self.tables.offsets)
+        for r, k in enumerate(cfg.rungs):
+            if np.any(sizes[self.bases[r] : self.bases[r + 1]] != k):
+                raise ModelMismatch(f"rung {r} tables must have {k} entries")
+        self._rows: dict[int, np.ndarray] = {}
+        self.marginal = [tensors[f"rung{r}.marginal"].numpy() for r in range(len(cfg.rungs))
+                         if f"rung{r}.marginal" in tensors] or None
+
+    @classmethod
+    def from_card(cls, card: zoo.ModelCard) -> "VqganModel":
+        return cls(zoo.load_tensors(card), card.card["config"])
+
+    def n_classes(self, r: int) -> int:
+        return min(self.clusters, self.cfg.rungs[r])
+
+    def rung_of(self, quality: float) -> int:
+        return round((1 - quality / 100.0) * (len(self.cfg.rungs) - 1))
+
+    def probs(self, t: int) -> np.ndarray:
+        """Probability row of table t (exact float64 of its integer frequencies)."""
+        row = self._rows.get(t)
+        if row is None:
+            f = self.tables.table(t).astype(np.float64)
+            row = self._rows[t] = f / f.sum()
+        return row
+
+    def table_ids(self, r: int, sub: np.ndarray) -> np.ndarray:
+        return self.bases[r] + contexts(sub, self.classes[r], self.n_classes(r))
+
+    # ------------------------------------------------------------------------------------------- one tile
+    def choose(self, dist: np.ndarray, r: int, alpha: float) -> np.ndarray:
+        """Entropy-constrained index choice on one group sub-grid: ``dist`` (hs, ws, K) squared latent
+        distances; in raster order each index minimises distance + lambda * its code length given the
+        neighbours chosen before it, lambda = ``alpha`` x mean nearest distance / log2 K."""
+        hs, ws, k = dist.shape
+        sub = dist.argmin(-1)
+        if alpha <= 0 or sub.size == 0:
+            return sub
+        lam = alpha * float(dist.min(-1).mean()) / np.log2(k)
+        c, cls, base = self.n_classes(r), self.classes[r], self.bases[r]
+        for i in range(hs):
+            for j in range(ws):
+                left = cls[sub[i, j - 1]] + 1 if j else 0
+                up = cls[sub[i - 1, j]] + 1 if i else 0
+                sub[i, j] = (dist[i, j] + lam * self.code_len(base + (c + 1) * left + up)).argmin()
+        return sub
+
+    def code_len(self, t: int) -> np.ndarray:
+        return -np.log2(self.probs(t))
+
+    @torch.no_grad()
+    def encode_tile(self, x: torch.Tensor, r: int, alpha: float = 0.0) -> list[bytes]:
+        """Padded tile (1, 3, H, W) -> one payload per phase group."""
+        cb = self.codebooks[r]
+        z = self.net.analysis(x)[0].permute(1, 2, 0)
+        dist = (cb.pow(2).sum(1) - 2 * z @ cb.T + z.pow(2).sum(-1, keepdim=True)).clamp_min(0).numpy()
+        out = []
+        for g, (py, px) in enumerate(PHASES):
+            sub = self.choose(dist[py::2, px::2], r, alpha)
+            tid = self.table_ids(r, sub).reshape(-1)
+            out.append(encode_sequence(sub.reshape(-1), np.stack([self.probs(t) for t in tid.tolist()])
+                                       if tid.size else np.zeros((0, self.cfg.rungs[r]))))
+        return out
+
+    def decode_group(self, data: bytes, r: int, shape: tuple[int, int]) -> np.ndarray:
+        """Entropy-decode one group (integers only): its (hs, ws) sub-grid of indices, in raster order, each
+        index's table chosen from the already decoded left and upper neighbours."""
+        hs, ws = shape
+        c, cls, base = self.n_classes(r), self.classes[r], self.bases[r]
+        sub = np.zeros((hs, ws), np.int64)
+        dec, end = sequence_decoder(data)
+        if end != len(data):
+            raise CorruptFile(f"{len(data) - end} unexpected bytes at the end of a unit; the file is damaged")
+        try:
+            for i in range(hs):
+                for j in range(ws):
+                    left = cls[sub[i, j - 1]] + 1 if j else 0
+                    up = cls[sub[i - 1, j]] + 1 if i else 0
+                    sub[i, j] = dec.decode(self._model, self.probs(base + (c + 1) * left + up)[None])[0]
+        except Exception as exc:  # constriction raises on impossible states
+            raise CorruptFile(f"entropy decoding failed ({exc}); the file is damaged") from None
+        return sub
+
+    @property
+    def _model(self):
+        import constriction
+
+        return constriction.stream.model.Categorical(perfect=False)
+
+    @torch.no_grad()
+    def recover(self, idx: np.ndarray, known: np.ndarray, r: int) -> np.ndarray:
+        """Fill the unknown positions of an index grid with the transformer's most likely rung index."""
+        if known.all():
+            return idx
+        if not known.any():
+            raise CorruptFile("every index of a tile is lost; nothing to recover it from")
+        cb = self.codebooks[r]
+        vec = cb[torch.from_numpy(np.where(known, idx, 0))]
+        if self.tf is None:  # mean of the known codewords among the 8 neighbours, then the nearest codeword
+            m = torch.from_numpy(known).float()[None, None]
+            v = vec.permute(2, 0, 1)[None] * m
+            ones = torch.ones(1, 1, 3, 3)
+            num = F.conv2d(v.reshape(-1, 1, *known.shape), ones, padding=1).reshape(v.shape)
+            den = F.conv2d(m, ones, padding=1).clamp_min(1e-6)
+            mean = (num / den)[0].permute(1, 2, 0).reshape(-1, cb.shape[1])
+            pred = nearest(mean, cb).reshape(known.shape).numpy()
+        else:
+            logits = self.tf(vec[None], torch.from_numpy(known)[None])
+            pred = idx.copy()
+            pred[~known] = rung_logprobs(logits, self.maps[r], self.cfg.rungs[r]).argmax(-1).numpy()
+        return np.where(known, idx, pred)
+
+    @torch.no_grad()
+    def decode_indices(self, idx: np.ndarray, r: int) -> torch.Tensor:
+        return self.net.decode_latent(self.codebooks[r], torch.from_numpy(idx)[None]).clamp(0, 1)
+
+
+@register_codec("vqgan")
+class VqganCodec(Codec):
+    version = 1
+    media = ("image",)
+    default_quality = 100.0
+    quality_search = True  # --bpp: ncodec.api searches the quality (ladder rung) on the final file size
+    decode_options = ("drop_indices", "seed")
+
+    def model(self, model_id: str | None = None, weights_hash: bytes | None = None) -> VqganModel:
+        return self.cached_model("image", model_id, weights_hash, VqganModel.from_card)
+
+    def encode(self, data, media: str, rate: Rate, model: str | None = None, **info) -> Encoded:
+        if media != "image":
+            raise BadInput(f"the vqgan codec codes images, not {media}")
+        if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] != 3:
+            raise BadInput(f"vqgan needs an 8-bit RGB image, got array {data.shape} {data.dtype}")
+        if rate.kbps is not None:
+            raise BadInput("--bitrate is for audio; use --quality or --bpp for images")
+        if rate.bpp is not None:
+            raise BadInput("vqgan encodes at a quality; ncodec.encode(bpp=...) searches it")
+        q = self.default_quality if rate.quality is None else float(rate.quality)
+        if not 0 <= q <= 100:
+            raise BadInput(f"quality {q} is outside 0..100")
+        card = zoo.find(self.codec_id, "image", model)
+        model = self.model(card.id)
+        r = model.rung_of(q)
+        h, w, _ = data.shape
+        units = []
+        for t, (key, x) in enumerate(image_tiles(data, TILE, model.cfg.stride)):
+            gh, gw = x.shape[2] // model.cfg.stride, x.shape[3] // model.cfg.stride
+            for g, payload in enumerate(model.encode_tile(x, r, RD_ALPHA)):
+                hs, ws = group_shape(gh, gw, g)
+                units.append(Unit((t, g, hs * ws, 0), payload))
+        header = Header(MediaKind.IMAGE, self.codec_id, self.version, (h, w, 3), card.id, card.hash8,
+                        RateKind.QUALITY, q, 8, 2, params=struct.pack("<HBB", TILE, r, GROUPS))
+        return Encoded(header, units, {})  # no meta chunk: at 0.02 bpp its bytes would be 5 % of the file
+
+    def _layout(self, header: Header, model: VqganModel) -> int:
+        if header.codec_version > self.version:
+            raise UnsupportedVersion(f"vqgan codec version {header.codec_version} is newer than this ncodec "
+                                     f"({self.version}); upgrade ncodec")
+        if header.media != MediaKind.IMAGE or header.shape[2] != 3:
+            raise CorruptFile("vqgan file that is not an RGB image")
+        try:
+            tile, r, groups = struct.unpack("<HBB", header.params)
+        except struct.error:
+            raise CorruptFile("vqgan parameters are malformed") from None
+        if tile != TILE or groups != GROUPS or r >= len(model.cfg.rungs):
+            raise CorruptFile(f"vqgan tile {tile} / rung {r} / groups {groups} out of range")
+        return r
+
+    def _tiles(self, header: Header, units: list[Unit], model: VqganModel):
+        """Yield (tile key (y0, x0, th, tw), index grid (gh, gw), {group: unit data or None})."""
+        h, w, _ = header.shape
+        grid = [(y0, x0, th, tw) for y0, th in tiles(h, TILE) for x0, tw in tiles(w, TILE)]
+        found: dict[int, dict[int, bytes | None]] = {}
+        for unit in units:
+            t, g, count, _ = unit.key
+            if t >= len(grid) or g >= GROUPS:
+                raise CorruptFile(f"unit {unit.key} names no tile/group of a {h}x{w} image")
+            s = model.cfg.stride
+            gh, gw = (grid[t][2] + s - 1) // s, (grid[t][3] + s - 1) // s
+            if count != np.prod(group_shape(gh, gw, g)):
+                raise CorruptFile(f"unit {unit.key} holds {count} indices; its group has "
+                                  f"{np.prod(group_shape(gh, gw, g))}")
+            found.setdefault(t, {})[g] = unit.data
+        for t, key in enumerate(grid):
+            s = model.cfg.stride
+            yield key, ((key[2] + s - 1) // s, (key[3] + s - 1) // s), found.get(t, {})
+
+    def indices(self, header: Header, units: list[Unit], model: VqganModel, r: int, drop: float = 0.0,
+                seed: int = 0):
+        """Yield (tile key, index grid, known mask) with lost groups (and ``drop`` of the indices) unknown."""
+        rng = np.random.default_rng(seed)
+        for key, (gh, gw), groups in self._tiles(header, units, model):
+            idx = np.zeros((gh, gw), np.int64)
+            known = np.zeros((gh, gw), bool)
+            for g, (py, px) in enumerate(PHASES):
+                if groups.get(g) is not None:
+                    idx[py::2, px::2] = model.decode_group(groups[g], r, group_shape(gh, gw, g))
+                    known[py::2, px::2] = True
+            if drop > 0:
+                lost = rng.choice(idx.size, int(round(drop * idx.size)), replace=False)
+                known.reshape(-1)[lost] = False
+            yield key, idx, known
+
+    def decode(self, header: Header, units: list[Unit], drop_indices: float | None = None,
+               seed: int | None = None) -> np.ndarray:
+        drop = float(drop_indices or 0.0)
+        if not 0 <= drop < 1:
+            raise BadInput(f"--drop-indices {drop} must be in [0, 1)")
+        model = self.model(header.model_id, header.weights_hash)
+        r = self._layout(header, model)
+        h, w, _ = header.shape
+        out = np.full((h, w, 3), 128, dtype=np.uint8)
+        for (y0, x0, th, tw), idx, known in self.indices(header, units, model, r, drop, seed or 0):
+            if not known.any():
+                continue  # the whole tile is lost (lenient read): left grey
+            x = model.decode_indices(model.recover(idx, known, r), r)
+            out[y0 : y0 + th, x0 : x0 + tw] = (x[0, :, :th, :tw] * 255.0).round().byte().permute(1, 2, 0).numpy()
+        return out
+
+    def symbols_digest(self, header: Header, units: list[Unit]) -> str:
+        """SHA-256 over every tile's entropy-decoded index grid: the exact layer."""
+        model = self.model(header.model_id, header.weights_hash)
+        r = self._layout(header, model)
+        digest = hashlib.sha256()
+        for _, idx, known in self.indices(header, units, model, r):
+            if not known.all():
+                raise CorruptFile("a group of indices is missing")
+            digest.update(np.ascontiguousarray(idx, dtype="<i8").tobytes())
+        return digest.hexdigest()
+
+    def bits(self, header: Header, units: list[Unit]) -> dict:
+        """Model cross-entropy of the indices under the context tables, the rung's marginal table and a
+        uniform code (log2 K per index), next to the payload bits."""
+        model = self.model(header.model_id, header.weights_hash)
+        r = self._layout(header, model)
+        out = {"context_bits": 0.0, "payload_bits": 8 * sum(len(u.data) for u in units), "indices": 0}
+        if model.marginal is not None:
+            out["marginal_bits"] = 0.0
+            pm = model.marginal[r].astype(np.float64) / model.marginal[r].sum()
+        for _, idx, _ in self.indices(header, units, model, r):
+            for py, px in PHASES:
+                sub = idx[py::2, px::2]
+                tid = model.table_ids(r, sub).reshape(-1)
+                p = [model.probs(t)[s] for t, s in zip(tid.tolist(), sub.reshape(-1).tolist())]
+                out["context_bits"] += float(-np.log2(p).sum())
+                if model.marginal is not None:
+                    out["marginal_bits"] += float(-np.log2(pm[sub.reshape(-1)]).sum())
+            out["indices"] += idx.size
+        out["uniform_bits"] = out["indices"] * float(np.log2(model.cfg.rungs[r]))
+        return out
