@@ -505,6 +505,18 @@ def convert_weights(ctx, inputs, output, force):
     _run(ctx, work)
 
 
+def _check_model_target(ctx, out_dir: str, model_id: str, force: bool) -> None:
+    """A converter's output: an existing model folder, and no model of that id unless --force."""
+    from ncodec.errors import BadInput
+
+    target = Path(out_dir) / f"{model_id}.safetensors"
+    if target.exists() and not force:
+        click.echo(f"ncodec: error: {target} exists; use --force to overwrite it", err=True)
+        ctx.exit(EXIT_EXISTS)
+    if not Path(out_dir).is_dir():
+        raise BadInput(f"folder {out_dir} does not exist")
+
+
 @main.command("convert-vqgan")
 @click.argument("checkpoint", type=click.Path())
 @click.option("-o", "--output", "out_dir", default="models", show_default=True, type=click.Path(),
@@ -525,12 +537,7 @@ def convert_vqgan(ctx, checkpoint, out_dir, model_id, data, force):
         from ncodec.errors import BadInput
         from ncodec.train.vqgan import convert_taming
 
-        target = Path(out_dir) / f"{model_id}.safetensors"
-        if target.exists() and not force:
-            click.echo(f"ncodec: error: {target} exists; use --force to overwrite it", err=True)
-            ctx.exit(EXIT_EXISTS)
-        if not Path(out_dir).is_dir():
-            raise BadInput(f"folder {out_dir} does not exist")
+        _check_model_target(ctx, out_dir, model_id, force)
         if data is not None and not Path(data).is_dir():
             raise BadInput(f"--data {data} is not a folder")
         card = convert_taming(checkpoint, Path(out_dir), model_id, data, log=lambda m: click.echo(m, err=True))
@@ -556,15 +563,9 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
     """
 
     def work():
-        from ncodec.errors import BadInput
         from ncodec.train.rvq import convert_encodec as convert
 
-        target = Path(out_dir) / f"{model_id}.safetensors"
-        if target.exists() and not force:
-            click.echo(f"ncodec: error: {target} exists; use --force to overwrite it", err=True)
-            ctx.exit(EXIT_EXISTS)
-        if not Path(out_dir).is_dir():
-            raise BadInput(f"folder {out_dir} does not exist")
+        _check_model_target(ctx, out_dir, model_id, force)
         card = convert(checkpoint, Path(out_dir), model_id, [Path(f) for f in folders] or None,
                        log=lambda m: click.echo(m, err=True))
         click.echo(f"wrote {card['id']} ({card['config']['n_q']} codebooks of {card['config']['codebook_size']}, "

@@ -1,9 +1,11 @@
 """Extreme VQGAN image codec: ladder rungs, context tables, phase groups, lost-index recovery, determinism,
 damaged files, CLI, training stages + export, official taming-transformers checkpoint conversion."""
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,20 +148,30 @@ def test_lost_group_and_dropped_indices_are_recovered(models, photo):
     assert ncodec.decode(container.write(f.header, f.units[:3])).data.shape == clean.shape
 
 
-def test_recovery_without_transformer_uses_neighbours(models, photo):
+def test_recovery_fills_only_unknown_positions(models, photo):
+    import torch
+
     from ncodec.api import _codec
 
     model = _codec("vqgan").model()
     idx = np.arange(48).reshape(6, 8) % 32
     known = np.ones((6, 8), bool)
-    known[2, 3] = False
+    known[2, 3] = known[0, 0] = False
+    cb = model.codebooks[0]
+    with_tf = model.recover(idx, known, 0)
     tf, model.tf = model.tf, None
     try:
-        out = model.recover(idx, known, 0)
+        without = model.recover(idx, known, 0)
     finally:
         model.tf = tf
-    assert np.array_equal(out[known], idx[known]) and 0 <= out[2, 3] < 32
-    assert model.recover(idx, known, 0)[2, 3] in range(32)
+    for lat in (with_tf, without):
+        assert torch.equal(lat[torch.from_numpy(known)], cb[torch.from_numpy(idx[known])])
+    # without a transformer: the mean of the known neighbours' codewords
+    nb = [(1, 2), (1, 3), (1, 4), (2, 2), (2, 4), (3, 2), (3, 3), (3, 4)]
+    assert torch.allclose(without[2, 3], torch.stack([cb[idx[p]] for p in nb]).mean(0), atol=1e-5)
+    assert torch.allclose(model.recover(idx, np.ones((6, 8), bool), 0), cb[torch.from_numpy(idx)])
+    with pytest.raises(CorruptFile):
+        model.recover(idx, np.zeros((6, 8), bool), 0)
 
 
 def test_damaged_or_inconsistent_files_fail_cleanly(models, photo):
@@ -276,18 +288,25 @@ def test_convert_official_taming_checkpoint(tmp_path, photo, photo_png, monkeypa
     assert r.returncode != 0 and "Traceback" not in r.stderr
 
 
-def test_shipped_model_beats_a_uniform_index_code(photo):
-    """The shipped model: its context tables code Kodak-like content below log2 K bits per index."""
+def test_shipped_model_beats_a_uniform_index_code():
+    """The shipped model on a Kodak photo: the context tables code it below log2 K bits per index (on average
+    over Kodak 9.36 bits at K = 1024; busy images such as kodim05 cost more than 10: docs/results/vqgan-kodak)."""
+    from PIL import Image
+
     from ncodec import zoo
     from ncodec.api import _codec
 
+    corpus = Path(os.environ.get("NCODEC_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
+    kodak = corpus / "eval" / "images" / "kodak" / "kodim23.png"
     try:
         zoo.find("vqgan", "image")
     except Exception:
         pytest.skip("no vqgan model installed")
-    img = np.tile(photo, (2, 2, 1))
+    if not kodak.exists():
+        pytest.skip("Kodak not available")
+    img = np.asarray(Image.open(kodak).convert("RGB"))
     blob = ncodec.encode(img, codec="vqgan", quality=100)
     f = container.read(blob)
     bits = _codec("vqgan").bits(f.header, f.units)
-    assert bits["context_bits"] < bits["uniform_bits"]
-    assert psnr(ncodec.decode(blob).data, img) > 17
+    assert bits["context_bits"] < 0.97 * bits["uniform_bits"]
+    assert psnr(ncodec.decode(blob).data, img) > 21

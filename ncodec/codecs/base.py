@@ -35,6 +35,7 @@ class Codec:
     codec_id: str = ""
     version: int = 1
     media: tuple[str, ...] = ()
+    default_quality: float = 50.0
 
     def cached_model(self, media: str, model_id: str | None, weights_hash: bytes | None, load):
         """The installed model for ``media`` (the newest, or ``model_id``), loaded once by ``load(card)``;
@@ -53,6 +54,25 @@ class Codec:
         if card.id not in cache:
             cache[card.id] = load(card)
         return cache[card.id]
+
+    def image_quality(self, data, media: str, rate: Rate) -> float:
+        """Check an RGB image encode request of a quality-driven codec (``--bpp`` is searched by ncodec.api on
+        the file size); returns the quality, 0..100."""
+        from ..errors import BadInput
+
+        name = self.codec_id
+        if media != "image":
+            raise BadInput(f"the {name} codec codes images, not {media}")
+        if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] != 3:
+            raise BadInput(f"{name} needs an 8-bit RGB image, got array {data.shape} {data.dtype}")
+        if rate.kbps is not None:
+            raise BadInput("--bitrate is for audio; use --quality or --bpp for images")
+        if rate.bpp is not None:
+            raise BadInput(f"{name} encodes at a quality; ncodec.encode(bpp=...) searches it")
+        q = self.default_quality if rate.quality is None else float(rate.quality)
+        if not 0 <= q <= 100:
+            raise BadInput(f"quality {q} is outside 0..100")
+        return q
 
     def encode(self, data, media: str, rate: Rate) -> Encoded:
         """``data``: uint8 HxWxC array for images; an ncodec.media.audio source for audio."""

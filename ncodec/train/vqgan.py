@@ -167,7 +167,7 @@ def _latents(net: VqganNet, sampler, crops: int, batch: int = 16) -> torch.Tenso
     return torch.cat(out)
 
 
-def ladder(run: Path, data: str | None, steps: int = 300, batch: int = 16, crop: int = 128, lr: float = 2e-4,
+def ladder(run: Path, data: str | None, steps: int = 200, batch: int = 16, crop: int = 128, lr: float = 2e-4,
            log=print, val_crops: int = 64, eval_every: int = 50) -> list[dict]:
     """Stage 2: every rung below the full codebook (resumable per rung, saved in ``ladder.pt``).
 
@@ -234,7 +234,7 @@ def load_ladder(run: Path) -> list[dict]:
     return torch.load(run / "ladder.pt", weights_only=True)["rungs"]
 
 
-def train_transformer(run: Path, data: str | None, steps: int = 1500, batch: int = 32, crop: int = 256,
+def train_transformer(run: Path, data: str | None, steps: int = 2000, batch: int = 32, crop: int = 256,
                       lr: float = 5e-4, crops: int = 3000, log=print, save_every: int = 250):
     """Stage 3: the masked-index transformer (resumable, ``transformer.pt``). Each step draws a rung and a mask
     ratio in [0.05, 0.6] per sample; the loss is the rung's negative log-likelihood of the masked indices."""
