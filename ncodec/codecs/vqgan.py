@@ -30,11 +30,10 @@ from ..entropy.coding import sequence_decoder
 from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
 from ..registry import register_codec
 from .base import Codec, Encoded, Rate, image_tiles, tiles
-from .vqgan_net import IndexTransformer, TransformerConfig, VqganConfig, VqganNet, rung_logprobs
+from .vqgan_net import IndexTransformer, TransformerConfig, VqganConfig, VqganNet, encode_indices, rung_logprobs
 
 TILE = 1024
 GROUPS = 4
-RD_ALPHA = 0.0  # entropy-constrained index choice (encoder only; see VqganModel.choose)
 PHASES = [(0, 0), (1, 1), (0, 1), (1, 0)]  # group -> (row parity, column parity)
 
 
@@ -120,35 +119,14 @@ class VqganModel:
         return self.bases[r] + contexts(sub, self.classes[r], self.n_classes(r))
 
     # ------------------------------------------------------------------------------------------- one tile
-    def choose(self, dist: np.ndarray, r: int, alpha: float) -> np.ndarray:
-        """Entropy-constrained index choice on one group sub-grid: ``dist`` (hs, ws, K) squared latent
-        distances; in raster order each index minimises distance + lambda * its code length given the
-        neighbours chosen before it, lambda = ``alpha`` x mean nearest distance / log2 K."""
-        hs, ws, k = dist.shape
-        sub = dist.argmin(-1)
-        if alpha <= 0 or sub.size == 0:
-            return sub
-        lam = alpha * float(dist.min(-1).mean()) / np.log2(k)
-        c, cls, base = self.n_classes(r), self.classes[r], self.bases[r]
-        for i in range(hs):
-            for j in range(ws):
-                left = cls[sub[i, j - 1]] + 1 if j else 0
-                up = cls[sub[i - 1, j]] + 1 if i else 0
-                sub[i, j] = (dist[i, j] + lam * self.code_len(base + (c + 1) * left + up)).argmin()
-        return sub
-
-    def code_len(self, t: int) -> np.ndarray:
-        return -np.log2(self.probs(t))
-
     @torch.no_grad()
-    def encode_tile(self, x: torch.Tensor, r: int, alpha: float = 0.0) -> list[bytes]:
-        """Padded tile (1, 3, H, W) -> one payload per phase group."""
-        cb = self.codebooks[r]
-        z = self.net.analysis(x)[0].permute(1, 2, 0)
-        dist = (cb.pow(2).sum(1) - 2 * z @ cb.T + z.pow(2).sum(-1, keepdim=True)).clamp_min(0).numpy()
+    def encode_tile(self, x: torch.Tensor, r: int) -> list[bytes]:
+        """Padded tile (1, 3, H, W) -> one payload per phase group (nearest-codeword indices: an
+        entropy-constrained choice measured -1 % rate at K = 1024 and cost MS-SSIM at K = 8, see the card)."""
+        idx = encode_indices(self.net, x, self.codebooks[r])[0].numpy()
         out = []
-        for g, (py, px) in enumerate(PHASES):
-            sub = self.choose(dist[py::2, px::2], r, alpha)
+        for py, px in PHASES:
+            sub = idx[py::2, px::2]
             tid = self.table_ids(r, sub).reshape(-1)
             out.append(encode_sequence(sub.reshape(-1), np.stack([self.probs(t) for t in tid.tolist()])
                                        if tid.size else np.zeros((0, self.cfg.rungs[r]))))
@@ -160,6 +138,9 @@ class VqganModel:
         hs, ws = shape
         c, cls, base = self.n_classes(r), self.classes[r], self.bases[r]
         sub = np.zeros((hs, ws), np.int64)
+        import constriction
+
+        family = constriction.stream.model.Categorical(perfect=False)  # rows given per symbol
         dec, end = sequence_decoder(data)
         if end != len(data):
             raise CorruptFile(f"{len(data) - end} unexpected bytes at the end of a unit; the file is damaged")
@@ -168,16 +149,10 @@ class VqganModel:
                 for j in range(ws):
                     left = cls[sub[i, j - 1]] + 1 if j else 0
                     up = cls[sub[i - 1, j]] + 1 if i else 0
-                    sub[i, j] = dec.decode(self._model, self.probs(base + (c + 1) * left + up)[None])[0]
+                    sub[i, j] = dec.decode(family, self.probs(base + (c + 1) * left + up)[None])[0]
         except Exception as exc:  # constriction raises on impossible states
             raise CorruptFile(f"entropy decoding failed ({exc}); the file is damaged") from None
         return sub
-
-    @property
-    def _model(self):
-        import constriction
-
-        return constriction.stream.model.Categorical(perfect=False)
 
     @torch.no_grad()
     def recover(self, idx: np.ndarray, known: np.ndarray, r: int) -> torch.Tensor:
@@ -229,7 +204,7 @@ class VqganCodec(Codec):
         units = []
         for t, (key, x) in enumerate(image_tiles(data, TILE, model.cfg.stride)):
             gh, gw = x.shape[2] // model.cfg.stride, x.shape[3] // model.cfg.stride
-            for g, payload in enumerate(model.encode_tile(x, r, RD_ALPHA)):
+            for g, payload in enumerate(model.encode_tile(x, r)):
                 hs, ws = group_shape(gh, gw, g)
                 units.append(Unit((t, g, hs * ws, 0), payload))
         header = Header(MediaKind.IMAGE, self.codec_id, self.version, (h, w, 3), card.id, card.hash8,

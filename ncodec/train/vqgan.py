@@ -384,6 +384,7 @@ def convert_taming(ckpt, out: Path, model_id: str, data: str | None = None, crop
     the network as released (fp32), a k-means ladder of its codebook (not fine-tuned), context tables counted on
     ``data`` (a folder of images; uniform tables without it), no index transformer (lost indices are
     interpolated from their neighbours)."""
+    from ..codecs.mcquic_net import nearest
     from ..codecs.taming_net import TamingNet, config_from_state, model_state
     from ..zoo import load_torch_state
 
@@ -404,8 +405,8 @@ def convert_taming(ckpt, out: Path, model_id: str, data: str | None = None, crop
         with torch.no_grad():
             z = _latents(net, sampler, crops, batch=4)
         log(f"convert: latents of {crops} crops of {data}")
-    usage = None if z is None else torch.bincount(
-        torch.cdist(z.reshape(-1, cfg.dim), big).argmin(1), minlength=cfg.codebook_size).double()
+    usage = None if z is None else torch.bincount(nearest(z.reshape(-1, cfg.dim), big),
+                                                   minlength=cfg.codebook_size).double()
     rungs = kmeans_ladder(big, sizes, usage)
     tensors = {f"net.{k}": v.float().contiguous() for k, v in state.items()}
     config = {**cfg.to_dict(), "clusters": CLUSTERS, "transformer": None}
