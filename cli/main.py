@@ -122,7 +122,8 @@ def main(ctx, debug):
 @click.option("--prune", type=float, default=None,
               help="Video (nerv): zero this fraction of the smallest weights, then fine-tune (NeRV's pruning).")
 @click.option("--model", "model_id", default=None,
-              help="Model id (rvq: e.g. a converted EnCodec checkpoint; see `ncodec list`). Default: the newest.")
+              help="Model id (rvq: e.g. a converted EnCodec checkpoint; pc: pc-image-v1 or pc-digits-v1; see "
+                   "`ncodec list`). Default: the newest (pc: digits model for 28x28 grey items).")
 @click.pass_context
 def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range, time_budget, epochs, fps, plus,
            prune, model_id):
@@ -131,8 +132,9 @@ def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range
     Video (a file PyAV reads: .mp4 .y4m .264 ..., or a folder of frames) is fitted, with progress and PSNR shown;
     an interrupted video encode resumes from OUTPUT.ckpt/ when run again with the same settings.
 
-    Several images (same kind and size) go into one multi-item file with a multi-item codec, e.g.
-    `ncodec encode --codec pc digits/*.png -o digits.nc`; `ncodec decode digits.nc -o DIR` restores them.
+    Several images go into one multi-item file with a multi-item codec (pc: photos of any sizes, or 28x28 digit
+    sets), e.g. `ncodec encode --codec pc photos/*.png -o photos.nc`; `ncodec decode photos.nc -o DIR` restores
+    them with their names (`--item N`: one of them).
     """
     if sum(v is not None for v in (quality, bpp, bitrate)) > 1:
         raise click.UsageError("give at most one of --quality, --bpp and --bitrate")
@@ -575,11 +577,12 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 
 
 @main.command()
-@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "pc-digits", "rvq", "mcquic", "vqgan"]))
+@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "pc-digits", "pc-image", "rvq", "mcquic",
+                                             "vqgan"]))
 @click.option("--run", "run_dir", default=None, help="Checkpoint folder (default: runs/RECIPE).")
 @click.option("--steps", default=None, type=int,
-              help="Training steps (walloc 20000, rvq 9000 by default) or EM passes (pc, default 7).")
-@click.option("--hidden", default=16, show_default=True, help="pc: hidden states per pixel.")
+              help="Training steps (walloc 20000, rvq 9000 by default) or EM passes (pc-digits 7, pc-image 3).")
+@click.option("--hidden", default=None, type=int, help="pc: hidden states per variable (digits 16, image 32).")
 @click.option("--data", default=None, help="Corpus folder (default: $NCODEC_CORPUS or ../shared/corpus).")
 @click.option("--batch", default=None, type=int, help="Batch size (default: 8 images, 16 audio crops).")
 @click.option("--crop", default=None, type=int, help="Crop size (default: 128 px images, 16384 samples audio).")
@@ -602,13 +605,16 @@ def train(ctx, recipe, run_dir, steps, hidden, data, batch, crop, lr, ste_after,
     run_dir = run_dir or f"runs/{recipe}"
 
     def work():
-        if recipe == "pc-digits":
+        if recipe in ("pc-digits", "pc-image"):
             from ncodec.train import pc
 
-            pc.train(Path(run_dir), steps or 7, data, hidden=hidden, batch=batch or 250,
-                     log=lambda m: click.echo(m, err=True))
+            log = lambda m: click.echo(m, err=True)  # noqa: E731
+            if recipe == "pc-digits":
+                pc.train(Path(run_dir), steps or 7, data, hidden=hidden or 16, batch=batch or 250, log=log)
+            else:
+                pc.train_image(Path(run_dir), steps or 3, data, hidden=hidden or 32, batch=batch or 2000, log=log)
             if export_to:
-                card = pc.export(Path(run_dir), Path(export_to))
+                card = (pc.export if recipe == "pc-digits" else pc.export_image)(Path(run_dir), Path(export_to))
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
         if recipe == "rvq":

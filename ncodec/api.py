@@ -77,7 +77,10 @@ def _info(f: container.NcFile, size: int) -> Info:
     media = h.media.name.lower()
     bpp = kbps = None
     if media == "image":
-        bpp = 8 * size / (h.shape[0] * h.shape[1] * max(h.items, 1))
+        pixels = h.shape[0] * h.shape[1] * max(h.items, 1)
+        if h.codec_id == "pc" and h.colour == 2:  # pc image sets: items of any size, (item, H, W, grey) keys
+            pixels = sum(u.key[1] * u.key[2] for u in f.units) or pixels
+        bpp = 8 * size / pixels
     elif media == "video":
         bpp = 8 * size / (h.shape[0] * h.shape[1] * h.shape[2])
         if h.rate_num and h.rate_den:
@@ -135,7 +138,7 @@ def encode(src, codec: str | None = None, quality: float | None = None, bpp: flo
             raise BadInput("the input is empty")
         media = media or detect_media(name or "", raw[:16] if raw is not None else _head(src))
         if media == "image":
-            arr = read_image(raw if raw is not None else src)
+            arr = read_image(raw if raw is not None else src, exact=bool(codec and _codec(codec).lossless))
         else:  # read piece by piece from the file: long audio never sits in memory whole
             import io
 
@@ -227,10 +230,10 @@ def encode_items(srcs, codec: str = "pc", names: list[str] | None = None, meta: 
             arrays.append(s)
             auto.append(f"item{i:05d}")
         elif isinstance(s, (bytes, bytearray)):
-            arrays.append(read_image(bytes(s)))
+            arrays.append(read_image(bytes(s), exact=cdc.lossless))
             auto.append(f"item{i:05d}")
         else:
-            arrays.append(read_image(s))
+            arrays.append(read_image(s, exact=cdc.lossless))
             auto.append(Path(os.fspath(s)).name)
     names = list(names) if names is not None else auto
     if len(names) != len(arrays):

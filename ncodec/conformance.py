@@ -132,8 +132,17 @@ def regenerate(root: Path = ROOT, only: set[str] | None = None) -> list[dict]:
             blob = api.encode(big, codec="vqgan", quality=q, name="astronaut-crop.png")
             entries.append(_vector(root, "vqgan", f"{vqgan_model}-astronaut-q{q}", blob, "png"))
     if want("pc"):
+        from .codecs.pc import PcCodec
+
+        pc = PcCodec()
+        digits_model, image_model = pc.model(kind="digits")[0].id, pc.model(kind="image")[0].id
         blob = api.encode_items(list(digit_set()), codec="pc", names=["three.png", "zero.png", "seven.png"])
-        entries.append(_vector(root, "pc", f"{zoo.find('pc', 'image').id}-three-digits", blob, "npy"))
+        entries.append(_vector(root, "pc", f"{digits_model}-three-digits", blob, "npy"))
+        blob = api.encode(img[:48, :64], codec="pc", name="astronaut-crop.png")
+        entries.append(_vector(root, "pc", f"{image_model}-astronaut-48x64", blob, "png"))
+        crops = [np.ascontiguousarray(img[48:80, 64:101]), np.ascontiguousarray(img[60:92, 10:47])]
+        blob = api.encode_items(crops, codec="pc", names=["a.png", "b.png"])
+        entries.append(_vector(root, "pc", f"{image_model}-two-crops-32x37", blob, "npy"))
     if want("rvq"):
         rvq_model = zoo.find("rvq", "audio").id
         for name, sig, sr, kbps in (("mono16k-6kbps", tone[:, None], 16000, 6),

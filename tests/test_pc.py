@@ -108,8 +108,10 @@ def test_decoding_in_two_threads_at_once(digits):
 
 
 def test_pc_rejects_other_images(photo):
-    with pytest.raises(BadInput, match="28x28 8-bit grayscale"):
-        ncodec.encode_items([photo, photo], codec="pc")
+    with pytest.raises(BadInput, match="28x28 8-bit grayscale"):  # the digits model, asked for by name
+        ncodec.encode(photo, codec="pc", options={"model": "pc-digits-v1"})
+    with pytest.raises(BadInput, match="8-bit grayscale or RGB"):
+        ncodec.encode(np.zeros((4, 4, 2), np.uint8), codec="pc")
     with pytest.raises(BadInput, match="lossless"):
         ncodec.encode(np.zeros((28, 28, 3), np.uint8), codec="pc", quality=50)
     with pytest.raises(BadInput, match="one item per file"):

@@ -36,6 +36,7 @@ class Codec:
     version: int = 1
     media: tuple[str, ...] = ()
     default_quality: float = 50.0
+    lossless: bool = False  # lossless codecs refuse inputs that RGB cannot hold exactly (read_image(exact=True))
 
     def cached_model(self, media: str, model_id: str | None, weights_hash: bytes | None, load):
         """The installed model for ``media`` (the newest, or ``model_id``), loaded once by ``load(card)``;

@@ -1,5 +1,11 @@
-"""Probabilistic-circuit lossless codec (``--codec pc``): a hidden Chow-Liu tree over the pixels of small
-grayscale images (MNIST-like digits), coded pixel by pixel with exact conditional probabilities.
+"""Probabilistic-circuit lossless codec (``--codec pc``). Two kinds of model:
+
+- digits (``pc-digits-v1``): a hidden Chow-Liu tree over all pixels of small grayscale images (MNIST-like),
+  coded pixel by pixel with exact conditional probabilities (this module);
+- natural RGB images of any size (``pc-image-v1``): a hidden Chow-Liu tree over a pixel's context and its colour
+  residuals, coded in raster order by wavefronts (``pc_image``).
+
+Digits model:
 
 For each pixel j (raster order) the decoder needs p(x_j | x_<j). In a tree-shaped circuit this is, up to a
 constant, ``sum_z w_j(z) * leaf_j(z, v)`` where ``w_j`` is the outside message at j's hidden variable times the
@@ -59,6 +65,28 @@ def _freqs(p: np.ndarray) -> np.ndarray:
     return f
 
 
+def tree_paths(parent: np.ndarray) -> tuple[list[list[int]], int, list[list[int]]]:
+    """Children of every node, the root, and every node's path from the root (root ... n) of a parent array;
+    ValueError unless it is one tree."""
+    d = len(parent)
+    children: list[list[int]] = [[] for _ in range(d)]
+    for n, p in enumerate(parent):
+        if p >= 0:
+            children[p].append(n)
+    roots = np.flatnonzero(np.asarray(parent) < 0)
+    if len(roots) != 1:
+        raise ValueError("the tree must have exactly one root")
+    paths = []
+    for n in range(d):
+        path = [n]
+        while parent[path[-1]] >= 0:
+            path.append(int(parent[path[-1]]))
+            if len(path) > d:
+                raise ValueError("the parent array has a cycle")
+        paths.append(path[::-1])
+    return children, int(roots[0]), paths
+
+
 class TreeModel:
     """Integer HCLT: ``parent`` (D,), ``prior`` (k,), ``trans`` (D, k, k) [n, z_parent, z], ``leaf`` (D, k, V)."""
 
@@ -73,22 +101,7 @@ class TreeModel:
         self.shape = shape
         if self.d != shape[0] * shape[1]:
             raise ValueError("model size does not match its image shape")
-        self.children = [[] for _ in range(self.d)]
-        for n, p in enumerate(self.parent):
-            if p >= 0:
-                self.children[p].append(n)
-        roots = np.flatnonzero(self.parent < 0)
-        if len(roots) != 1:
-            raise ValueError("the tree must have exactly one root")
-        self.root = int(roots[0])
-        self.paths = []  # root ... n
-        for n in range(self.d):
-            path = [n]
-            while self.parent[path[-1]] >= 0:
-                path.append(int(self.parent[path[-1]]))
-                if len(path) > self.d:
-                    raise ValueError("the parent array has a cycle")
-            self.paths.append(path[::-1])
+        self.children, self.root, self.paths = tree_paths(self.parent)
 
     @classmethod
     def from_tensors(cls, t: dict, shape) -> "TreeModel":
@@ -211,10 +224,14 @@ class TreeModel:
         return total
 
 
+def _kind(card) -> str:
+    return card.card.get("config", {}).get("kind", "digits")
+
+
 @register_codec("pc")
 class PcCodec(Codec):
     codec_id = "pc"
-    version = 1
+    version = 2  # 1: digits only; 2 adds natural RGB images (digits files are unchanged)
     media = ("image",)
     lossless = True
     multi_item = True
@@ -222,52 +239,110 @@ class PcCodec(Codec):
     def __init__(self):
         self._models: dict[str, tuple] = {}
 
-    def model(self, model_id: str | None = None, weights_hash: bytes | None = None):
+    def model(self, model_id: str | None = None, weights_hash: bytes | None = None, kind: str = "digits"):
+        """(card, model) for ``model_id`` or the newest installed model of ``kind`` (digits or image)."""
         from .. import zoo
         from ..errors import ModelMismatch
 
+        if model_id is None:
+            found = [c for c in zoo.cards().values() if c.codec == "pc" and c.media == "image" and _kind(c) == kind]
+            if not found:
+                raise ModelMismatch(f"no pc {kind} model is installed")
+            model_id = sorted(found, key=lambda c: (-c.rank, c.id))[-1].id
         card = zoo.find("pc", "image", model_id)
+        if card.codec != "pc":
+            raise ModelMismatch(f"model {card.id!r} is a {card.codec} model, not a pc model")
         if weights_hash is not None and card.hash8 != weights_hash:
             raise ModelMismatch(f"the file was made with other weights of model {card.id!r} "
                                 f"(hash {weights_hash.hex()}, installed {card.hash8.hex()})")
         if card.id not in self._models:
-            shape = tuple(card.card["config"]["shape"])
-            self._models[card.id] = (card, TreeModel.from_tensors(zoo.load_tensors_numpy(card), shape[:2]))
+            t = zoo.load_tensors_numpy(card)
+            if _kind(card) == "image":
+                from .pc_image import CondTree
+
+                m = CondTree(*(t[k] for k in ("parent", "prior", "trans", "leaf")))
+            else:
+                m = TreeModel.from_tensors(t, tuple(card.card["config"]["shape"])[:2])
+            self._models[card.id] = (card, m)
         return self._models[card.id]
 
-    def encode(self, data, media: str, rate: Rate, **info) -> Encoded:
+    def encode(self, data, media: str, rate: Rate, model: str | None = None, **info) -> Encoded:
         if any(v is not None for v in (rate.quality, rate.bpp, rate.kbps)):
             raise BadInput("the pc codec is lossless: --quality/--bpp/--bitrate do not apply")
-        items = data if isinstance(data, list) else [data]
-        card, tm = self.model()
+        items = [np.asarray(a) for a in (data if isinstance(data, list) else [data])]
+        for i, a in enumerate(items):
+            if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3)) \
+                    or 0 in a.shape:
+                raise BadInput(f"item {i} is {'x'.join(map(str, a.shape))} {a.dtype}; the pc codec codes 8-bit "
+                               f"grayscale or RGB images")
+        if model is not None:
+            kind = _kind(self.model(model)[0])
+        else:  # small grayscale items of the digits model's size -> digits, anything else -> the image model
+            from ..errors import ModelMismatch
+
+            try:
+                dshape = tuple(self.model(kind="digits")[1].shape)
+            except ModelMismatch:  # no digits model installed
+                dshape = None
+            kind = "digits" if dshape and all(_grey(a) is not None and _grey(a).shape == dshape for a in items) \
+                else "image"
+        if kind == "image":
+            return self._encode_rgb(items, model)
+        return self._encode_digits(items, model)
+
+    def _encode_digits(self, items, model_id) -> Encoded:
+        card, tm = self.model(model_id, kind="digits")
         h, w = tm.shape
         flat = np.empty((len(items), h * w), np.uint8)
         for i, a in enumerate(items):
-            a = np.asarray(a)
-            if a.ndim == 3 and a.shape[2] == 1:
-                a = a[:, :, 0]
-            elif a.ndim == 3 and a.shape[2] == 3 and (a == a[:, :, :1]).all():
-                a = a[:, :, 0]  # grey stored as RGB
-            if a.shape != (h, w) or a.dtype != np.uint8:
+            g = _grey(a)
+            if g is None or g.shape != (h, w):
                 raise BadInput(f"model {card.id} codes {h}x{w} 8-bit grayscale images; item {i} is "
-                               f"{'x'.join(map(str, a.shape))} {a.dtype} (natural RGB images are not supported "
-                               f"by the pc codec yet)")
-            flat[i] = a.reshape(-1)
+                               f"{'x'.join(map(str, a.shape))} (use a pc image model for other images)")
+            flat[i] = g.reshape(-1)
         firsts = list(range(0, len(items), ITEMS_PER_UNIT))
         units = []
         for group in range(0, len(firsts), UNITS_PER_PASS):  # many units share one pass (bounded memory)
             part = firsts[group : group + UNITS_PER_PASS]
             chunks = [flat[f : f + ITEMS_PER_UNIT] for f in part]
             units += [Unit((f, len(c), 0, 0), data) for f, c, data in zip(part, chunks, tm.encode_units(chunks))]
-        header = Header(MediaKind.IMAGE, self.codec_id, self.version, (h, w, 1), model_id=card.id,
+        header = Header(MediaKind.IMAGE, self.codec_id, 1, (h, w, 1), model_id=card.id,
                         weights_hash=card.hash8, rate_kind=RateKind.NONE, colour=1, entropy_coder=2,
                         items=len(items))
         return Encoded(header, units, {})
 
+    def _encode_rgb(self, items, model_id) -> Encoded:
+        from . import pc_image
+
+        card, tree = self.model(model_id, kind="image")
+        units = []
+        for i, a in enumerate(items):
+            grey = _grey(a)  # grey items are coded as RGB with equal channels and decoded as grey
+            rgb = np.ascontiguousarray(a if grey is None else np.repeat(grey[:, :, None], 3, 2))
+            units.append(Unit((i, rgb.shape[0], rgb.shape[1], int(grey is not None)), pc_image.encode(tree, rgb)))
+        h, w = items[0].shape[:2]
+        header = Header(MediaKind.IMAGE, self.codec_id, self.version, (h, w, 3), model_id=card.id,
+                        weights_hash=card.hash8, rate_kind=RateKind.NONE, colour=2, entropy_coder=2,
+                        items=len(items))
+        return Encoded(header, units, {})
+
     def _check(self, header: Header, units: list[Unit]):
-        card, tm = self.model(header.model_id, header.weights_hash)
-        if tuple(header.shape) != tm.shape + (1,):
-            raise CorruptFile(f"header shape {header.shape} does not match model {card.id} ({tm.shape})")
+        if not 1 <= header.codec_version <= self.version:
+            from ..errors import UnsupportedVersion
+
+            raise UnsupportedVersion(f"pc codec version {header.codec_version} is newer than this ncodec "
+                                     f"({self.version}); upgrade ncodec")
+        card, m = self.model(header.model_id, header.weights_hash)
+        if _kind(card) == "image":
+            for i, u in enumerate(units):
+                if u.key[0] != i or not (0 < u.key[1] <= 1 << 16 and 0 < u.key[2] <= 1 << 16) or u.key[3] > 1 \
+                        or u.key[1] * u.key[2] > 1 << 28:
+                    raise CorruptFile(f"unit key {u.key} is not item {i} with its size and colour")
+            if len(units) != header.items:
+                raise CorruptFile(f"the file has {len(units)} units for {header.items} items")
+            return card, m
+        if tuple(header.shape) != m.shape + (1,):
+            raise CorruptFile(f"header shape {header.shape} does not match model {card.id} ({m.shape})")
         seen = 0
         for u in units:
             first, count = u.key[0], u.key[1]
@@ -276,17 +351,29 @@ class PcCodec(Codec):
             seen += count
         if seen != header.items:
             raise CorruptFile(f"units hold {seen} items, the header says {header.items}")
-        return tm
+        return card, m
 
     def decode_items(self, header: Header, units: list[Unit], which: list[int] | None = None) -> list[np.ndarray]:
-        """Items (uint8 HxWx1) in file order; ``which``: indices to decode (only their units are decoded)."""
-        tm = self._check(header, units)
+        """Items in file order (digits: uint8 HxWx1, images: HxWx3); ``which``: indices to decode (only their
+        units are decoded)."""
+        card, m = self._check(header, units)
         want = set(range(header.items)) if which is None else set(which)
         bad = [i for i in want if not 0 <= i < header.items]
         if bad:
             raise BadInput(f"item {bad[0]} is out of range (the file holds {header.items})")
+        if _kind(card) == "image":
+            from . import pc_image
+
+            out = {}
+            for i in sorted(want):
+                u = units[i]
+                h, w = u.key[1], u.key[2]
+                # lenient read: a damaged unit -> a black item of the right size
+                rgb = np.zeros((h, w, 3), np.uint8) if u.data is None else pc_image.decode(m, u.data, h, w)
+                out[i] = rgb[:, :, 1:2] if u.key[3] else rgb
+            return [out[i] for i in sorted(want)]
         out = {}
-        h, w = tm.shape
+        h, w = m.shape
         todo = []
         for u in units:
             first, count = u.key[0], u.key[1]
@@ -299,7 +386,7 @@ class PcCodec(Codec):
             todo.append(u)
         for group in range(0, len(todo), UNITS_PER_PASS):
             part = todo[group : group + UNITS_PER_PASS]
-            for u, px in zip(part, tm.decode_units([u.data for u in part], [u.key[1] for u in part])):
+            for u, px in zip(part, m.decode_units([u.data for u in part], [u.key[1] for u in part])):
                 for i in range(u.key[1]):
                     out[u.key[0] + i] = px[i].reshape(h, w, 1)
         return [out[i] for i in sorted(want)]
@@ -308,8 +395,22 @@ class PcCodec(Codec):
         """SHA-256 of every decoded pixel (for a lossless codec the symbols are the pixels)."""
         import hashlib
 
-        return hashlib.sha256(np.stack(self.decode_items(header, units)).tobytes()).hexdigest()
+        digest = hashlib.sha256()
+        for item in self.decode_items(header, units):
+            digest.update(item.tobytes())
+        return digest.hexdigest()
 
     def decode(self, header: Header, units: list[Unit]) -> np.ndarray:
         """First item (single-image files); use decode_items for sets."""
         return self.decode_items(header, units, [0])[0]
+
+
+def _grey(a: np.ndarray) -> np.ndarray | None:
+    """The 2-D grey plane of an item (grey, grey x1 or grey stored as RGB), else None."""
+    if a.ndim == 2:
+        return a
+    if a.shape[2] == 1:
+        return a[:, :, 0]
+    if (a == a[:, :, :1]).all():
+        return a[:, :, 0]
+    return None

@@ -27,7 +27,9 @@ def detect_media(name: str, head: bytes = b"") -> str:
                    f"(.wav .flac ...) file")
 
 
-def read_image(src: str | Path | bytes) -> np.ndarray:
+def read_image(src: str | Path | bytes, exact: bool = False) -> np.ndarray:
+    """uint8 (H, W, 3) RGB. ``exact`` (lossless codecs): refuse what RGB cannot hold exactly (transparency,
+    16-bit samples, CMYK) instead of converting it."""
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
@@ -37,12 +39,24 @@ def read_image(src: str | Path | bytes) -> np.ndarray:
                 raise BadInput(f"image of {im.width}x{im.height} is above the limit of {MAX_IMAGE_PIXELS} pixels")
             if im.mode not in ("RGB", "L", "RGBA", "P", "LA", "I;16", "1", "CMYK", "YCbCr"):
                 raise BadInput(f"image mode {im.mode} is not supported; convert to 8-bit RGB")
+            if exact:
+                _check_exact(im)
             return np.asarray(im.convert("RGB"))
     except BadInput:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         name = "input" if isinstance(src, bytes) else str(src)
         raise BadInput(f"cannot read image {name}: {exc}") from None
+
+
+def _check_exact(im) -> None:
+    if im.mode in ("I;16", "CMYK", "YCbCr"):
+        raise BadInput(f"a lossless codec stores 8-bit RGB or grey; this image is {im.mode} (convert it first)")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        alpha = np.asarray(im.convert("RGBA"))[:, :, 3]
+        if (alpha != 255).any():
+            raise BadInput("a lossless codec stores 8-bit RGB or grey; this image has transparency, which would be "
+                           "lost (flatten it first)")
 
 
 def write_image(dest: str | Path, arr: np.ndarray, fmt: str | None = None) -> None:

@@ -220,41 +220,182 @@ def train(run: Path, iterations: int, data: str | None, hidden: int = 16, batch:
 TABLE_BITS = 14  # integer parameter tables: every row sums to 2**14 (fits int16)
 
 
-def quantize_rows(logp: torch.Tensor, bits: int = TABLE_BITS) -> np.ndarray:
-    """Probability rows -> non-negative integers summing exactly to 2**bits per row (largest entry adjusted)."""
+def quantize_rows(logp: torch.Tensor, bits: int = TABLE_BITS, floor: int = 0) -> np.ndarray:
+    """Probability rows -> integers >= ``floor`` summing exactly to 2**bits per row (largest entry adjusted)."""
     p = logp.double().exp().numpy()
     p = p / p.sum(-1, keepdims=True)
-    q = np.floor(p * (1 << bits)).astype(np.int64)
+    q = floor + np.floor(p * ((1 << bits) - floor * p.shape[-1])).astype(np.int64)
     short = (1 << bits) - q.sum(-1)
     idx = np.argmax(p, axis=-1)
     np.put_along_axis(q, idx[..., None], np.take_along_axis(q, idx[..., None], -1) + short[..., None], -1)
     return q
 
 
-def export(run: Path, out: Path, model_id: str = "pc-digits-v1", extra_card: dict | None = None) -> dict:
-    """Checkpoint -> integer tables in safetensors (int16/int32) + JSON card."""
+def _write_tables(st: dict, out: Path, model_id: str, floor: int, card_fields: dict, extra_card: dict | None) -> dict:
+    """Quantised integer tables of a checkpoint -> ``out/model_id.safetensors`` + JSON card (updated in place)."""
     from safetensors.numpy import save_file
 
     from ..zoo import sha256_file
 
-    st = torch.load(run / "checkpoint.pt", weights_only=True)
-    parent = st["parent"].numpy().astype(np.int32)
-    tensors = {
-        "parent": parent,
-        "prior": quantize_rows(st["log_prior"]).astype(np.int16),
-        "trans": quantize_rows(st["log_trans"]).astype(np.int16),
-        "leaf": quantize_rows(st["log_leaf"]).astype(np.int16),
-    }
+    tensors = {"parent": st["parent"].numpy().astype(np.int32),
+               **{k: quantize_rows(st[f"log_{k}"], floor=floor).astype(np.int16) for k in ("prior", "trans", "leaf")}}
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{model_id}.safetensors"
     save_file(tensors, str(weights), metadata={"model_id": model_id})
     card_path = out / f"{model_id}.json"
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     card.update({"id": model_id, "codec": "pc", "media": "image", "file": weights.name,
-                 "sha256": sha256_file(weights),
-                 "config": {"hidden": int(st["hidden"]), "shape": [int(v) for v in st["shape"]] + [1],
-                            "table_bits": TABLE_BITS},
-                 "training": {"iterations": int(st["iteration"]), "items": int(st["items"])}})
+                 "sha256": sha256_file(weights), **card_fields})
     card.update(extra_card or {})
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+def export(run: Path, out: Path, model_id: str = "pc-digits-v1", extra_card: dict | None = None) -> dict:
+    """Checkpoint -> integer tables in safetensors (int16/int32) + JSON card."""
+    st = torch.load(run / "checkpoint.pt", weights_only=True)
+    return _write_tables(st, out, model_id, 0, {
+        "config": {"hidden": int(st["hidden"]), "shape": [int(v) for v in st["shape"]] + [1], "table_bits": TABLE_BITS},
+        "training": {"iterations": int(st["iteration"]), "items": int(st["items"])}}, extra_card)
+
+
+# ------------------------------------------------------------------------------------------- natural images
+IMAGE_ROWS = 2500  # coded pixels sampled from every training image and from its downscaled copy
+
+
+def image_rows(folder: Path, per_image: int = IMAGE_ROWS, seed: int = 0, log=print) -> tuple[np.ndarray, np.ndarray]:
+    """(train, check) rows of ``pc_image.samples`` from every image under ``folder``: every 10th image (sorted
+    paths) is held back for the check bits. Every image gives ``per_image`` random rows at full size and as many
+    from its 2x box-downscaled copy: the training photos are JPEGs (4:2:0 chroma, smoothed detail), and the
+    downscaled copies carry full-resolution chroma and sharper texture, closer to camera or scanner output."""
+    from PIL import Image
+
+    from ..codecs.pc_image import samples
+    from .data import IMAGE_EXT
+
+    rng = np.random.default_rng(seed)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXT)
+    if not files:
+        raise FileNotFoundError(f"no training images under {folder}")
+    train_rows, check_rows = [], []
+    t0 = time.time()
+    for i, p in enumerate(files):
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            small = im.resize((im.width // 2, im.height // 2), Image.Resampling.BOX)
+            for s in (samples(np.asarray(im)), samples(np.asarray(small))):
+                pick = s[rng.choice(len(s), min(len(s), per_image), replace=False)]
+                (check_rows if i % 10 == 9 else train_rows).append(pick)
+        if (i + 1) % 100 == 0:
+            log(f"  rows from {i + 1}/{len(files)} images ({time.time() - t0:.0f} s)")
+    return np.concatenate(train_rows), np.concatenate(check_rows)
+
+
+def mutual_information(q: np.ndarray) -> np.ndarray:
+    """(D, D) pairwise mutual information (nats) of the columns of a small-integer (N, D) array."""
+    n, d = q.shape
+    card = q.max(0) + 1
+    off = np.concatenate([[0], np.cumsum(card)[:-1]])
+    onehot = np.zeros((n, int(card.sum())), np.float32)
+    onehot[np.arange(n)[:, None], off[None] + q] = 1.0
+    joint = onehot.T.astype(np.float64) @ onehot / n
+    marg = onehot.mean(0, dtype=np.float64)
+    mi = np.zeros((d, d))
+    for i in range(d):
+        for j in range(d):
+            if i != j:
+                pj = joint[off[i] : off[i] + card[i], off[j] : off[j] + card[j]]
+                outer = np.outer(marg[off[i] : off[i] + card[i]], marg[off[j] : off[j] + card[j]])
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    mi[i, j] = np.where(pj > 0, pj * np.log(pj / outer), 0.0).sum()
+    return mi
+
+
+def image_tree(x: np.ndarray) -> np.ndarray:
+    """Chow-Liu tree over the image variables (binned for the MI estimate), rooted at the green target."""
+    from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
+
+    from ..codecs.pc_image import N_CTX, SIGNED
+
+    q = x.copy()
+    q[:, :N_CTX] = np.where(SIGNED, np.abs(x[:, :N_CTX] - 15), x[:, :N_CTX]) // 2  # magnitudes of the bins
+    q[:, N_CTX:] = np.minimum(np.abs(x[:, N_CTX:] - 128), 41) // 6
+    mi = mutual_information(q)
+    cost = (mi.max() + 1.0) - mi
+    np.fill_diagonal(cost, 0.0)
+    mst = minimum_spanning_tree(cost)
+    adj = ((mst + mst.T) > 0).astype(np.float64)
+    _, pred = breadth_first_order(adj, N_CTX, directed=False)
+    parent = np.where(pred < 0, -1, pred).astype(np.int64)
+    parent[N_CTX] = -1
+    return parent
+
+
+def check_bits(model: Hclt, x: np.ndarray, batch: int = 4000) -> float:
+    """Bits per pixel of the three residuals given the contexts: log p(contexts) - log p(all)."""
+    from ..codecs.pc_image import N_CTX
+
+    lp, lt, ll = model.params()
+    no_targets = ll.clone()
+    no_targets[N_CTX:] = 0.0  # leaves summed out
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            xb = torch.from_numpy(x[i : i + batch].astype(np.int64))
+            total += (model.log_likelihood(xb, [lp, lt, no_targets]) - model.log_likelihood(xb)).sum().item()
+    return float(total / np.log(2.0) / len(x))
+
+
+def train_image(run: Path, iterations: int, data: str | None, hidden: int = 32, batch: int = 2000,
+                threads: int | None = None, log=print, step_size: float = 0.3, alpha: float = 0.01):
+    """EM for the natural-image circuit (``pc-image``) on rows sampled from ``train/images``; resumable."""
+    from .data import corpus_root
+
+    if threads:
+        torch.set_num_threads(threads)
+    run.mkdir(parents=True, exist_ok=True)
+    rows = run / "rows.npz"
+    if rows.exists():
+        z = np.load(rows)
+        x, xc = z["train"], z["check"]
+    else:
+        x, xc = image_rows(corpus_root(data) / "train" / "images", log=log)
+        np.savez(rows, train=x, check=xc)
+    log(f"{len(x)} training rows, {len(xc)} check rows")
+    ckpt = run / "checkpoint.pt"
+    if ckpt.exists():
+        st = torch.load(ckpt, weights_only=True)
+        model = Hclt(st["parent"].numpy(), int(st["hidden"]))
+        model.log_prior, model.log_trans, model.log_leaf = st["log_prior"], st["log_trans"], st["log_leaf"]
+        it = int(st["iteration"])
+        log(f"resumed from {ckpt} at iteration {it}")
+    else:
+        parent = image_tree(x[:200000])
+        model = Hclt(parent, hidden, data=x[:20000])
+        it = 0
+        log(f"tree (parent of each variable): {parent.tolist()}")
+    while it < iterations:
+        t0 = time.time()
+        full = it == iterations - 1  # the last pass is plain EM (settles the stochastic steps)
+        order = np.random.default_rng(it).permutation(len(x))
+        bpd = model.em_step(x if full else x[order], batch, alpha, alpha, None if full else step_size)
+        it += 1
+        bits = check_bits(model, xc)
+        log(f"iteration {it}/{iterations}: train {bpd:.4f} bits/variable, check {bits:.3f} bits/pixel "
+            f"({time.time() - t0:.0f} s)")
+        tmp = run / "checkpoint.tmp"
+        torch.save({**model.state(), "iteration": it, "hidden": hidden, "rows": len(x), "check_bpp": float(bits)}, tmp)
+        tmp.replace(ckpt)
+    return model
+
+
+def export_image(run: Path, out: Path, model_id: str = "pc-image-v1", extra_card: dict | None = None) -> dict:
+    """Image-circuit checkpoint -> integer tables (int16/int32 safetensors) + JSON card. Every entry is >= 1, so
+    messages can never vanish (the decoder relies on it)."""
+    from ..codecs.pc_image import N_CTX
+
+    st = torch.load(run / "checkpoint.pt", weights_only=True)
+    return _write_tables(st, out, model_id, 1, {
+        "config": {"kind": "image", "hidden": int(st["hidden"]), "contexts": N_CTX, "table_bits": TABLE_BITS},
+        "training": {"iterations": int(st["iteration"]), "rows": int(st["rows"]),
+                     "check_bits_per_pixel": round(float(st["check_bpp"]), 4)}}, extra_card)
