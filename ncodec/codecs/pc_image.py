@@ -15,7 +15,7 @@ neighbour deviations from the prediction, chroma residuals.
 hidden states follow a tree learned from mutual information, a variable depends on its own hidden state only.
 It is a probabilistic circuit (sum nodes over each hidden state, product nodes at the tree nodes, categorical
 leaves), so p(target | contexts, earlier targets) is an exact ratio of marginals, computed by message passing
-towards the target. All messages are integers held in float64: table entries are 1..2^14, messages are
+towards the target. All messages are integers held in float64: table entries are >= 1, messages are
 renormalised by powers of two whenever a bound in bits says the next product could pass 2^53, so every product
 and every matrix-product partial sum is an exact integer whatever the summation order (BLAS threads included).
 The decoder reproduces the encoder's tables bit for bit on any machine.
@@ -26,6 +26,7 @@ import numpy as np
 
 CHUNK = 2048  # encoder: pixels whose tables are computed together (whole wavefront steps)
 MSG_BITS = 12  # messages are renormalised below 2^12 (see _product)
+LEAF_BITS = 16  # leaf rows sum to 2^16 (uint16), prior and trans rows to 2^14
 BIN_EDGES = np.array([1, 2, 3, 4, 6, 8, 11, 15, 20, 27, 36, 48, 64, 90, 128])  # |d| >= edge: next bin
 N_CTX = 17
 # causal neighbours (dy, dx); each falls back to N, then W, then a constant (value 128, error 0)
@@ -159,8 +160,8 @@ def _product(factors: list, limit: int, rows: int, k: int) -> np.ndarray:
     """Product of ``(array, bits)`` factors (entries <= 2^bits), left to right; the running product is
     renormalised (to MSG_BITS) only when the next factor could take it above 2^limit. The product then meets a
     table: ``limit`` is 39 when the matrix product sums along table rows (``m @ trans^T``: rows sum to 2^14, so
-    results stay <= 2^53) and 33 when it sums along columns (``o @ trans``, ``o @ leaf``: columns sum to at most
-    64 * 2^14)."""
+    results stay <= 2^53), 33 for ``o @ trans`` (columns sum to at most 64 * 2^14) and 31 for ``o @ leaf``
+    (columns sum to at most 64 * 2^16)."""
     if not factors:
         return np.ones((rows, k))
     m, bits = factors[0]
@@ -185,9 +186,10 @@ class CondTree:
         self.k = self.prior.shape[0]
         if self.d != N_CTX + 3 or self.leaf.shape[2] < 256 or self.trans.shape != (self.d, self.k, self.k):
             raise ValueError("the image circuit's tables do not have the expected shapes")
-        if self.k > 64 or max(t.max() for t in (self.prior, self.trans, self.leaf)) > (1 << 14) \
+        if self.k > 64 or max(self.prior.max(), self.trans.max()) > (1 << 14) or self.leaf.max() > (1 << LEAF_BITS) \
                 or min(t.min() for t in (self.prior, self.trans, self.leaf)) < 1:
-            raise ValueError("the image circuit's tables need at most 64 states and entries in 1..2^14")
+            raise ValueError("the image circuit's tables need at most 64 states, prior and trans entries in "
+                             "1..2^14, leaf entries in 1..2^16")
         from .pc import tree_paths
 
         self.children, self.root, self.paths = tree_paths(self.parent)
@@ -210,7 +212,7 @@ class CondTree:
 
         def get_up(n):
             if n not in up:
-                own = [] if ev[n] is None else [(ev[n], 14)]
+                own = [] if ev[n] is None else [(ev[n], LEAF_BITS)]
                 m = _product(own + [(get_up(c), MSG_BITS) for c in self.children[n]], 39, rows, k)
                 up[n] = _renorm(m @ self.trans_t[n])
             return up[n]
@@ -220,11 +222,11 @@ class CondTree:
             path = self.paths[t]
             o, bits = np.broadcast_to(self.prior, (rows, k)), 14
             for p, c in zip(path[:-1], path[1:]):
-                own = [] if ev[p] is None else [(ev[p], 14)]
+                own = [] if ev[p] is None else [(ev[p], LEAF_BITS)]
                 m = _product([(o, bits)] + own + [(get_up(g), MSG_BITS) for g in self.children[p] if g != c], 33,
                              rows, k)
                 o, bits = _renorm(m @ self.trans[c]), MSG_BITS
-            m = _product([(o, bits)] + [(get_up(g), MSG_BITS) for g in self.children[t]], 33, rows, k)
+            m = _product([(o, bits)] + [(get_up(g), MSG_BITS) for g in self.children[t]], 31, rows, k)
             sym = step(i, m @ self.leaf[t][:, :256])
             ev[t] = self.leaf_t[t][sym]
             for p in path[1:]:  # messages from t's ancestors (and t) now carry its evidence
@@ -232,12 +234,12 @@ class CondTree:
 
 
 # ------------------------------------------------------------------------------------------- coding
-FREQ_BITS = 16
+FREQ_BITS = 20
 
 
 def probabilities(q: np.ndarray) -> np.ndarray:
-    """(N, 256) pmfs (float64 integers below 2^52) -> probabilities that are multiples of 2^-16, each at least
-    2^-16, summing to 1 (IEEE operations only, so every machine gets the same values)."""
+    """(N, 256) pmfs (float64 integers, sums <= 2^53) -> probabilities that are multiples of 2^-20, each at least
+    2^-20, summing to 1 (IEEE operations only, so every machine gets the same values)."""
     f = q * (float((1 << FREQ_BITS) - 256) / q.sum(axis=-1, keepdims=True))
     np.floor(f, out=f)
     f += 1.0

@@ -231,7 +231,8 @@ def quantize_rows(logp: torch.Tensor, bits: int = TABLE_BITS, floor: int = 0) ->
     return q
 
 
-def _write_tables(st: dict, out: Path, model_id: str, floor: int, card_fields: dict, extra_card: dict | None) -> dict:
+def _write_tables(st: dict, out: Path, model_id: str, floor: int, card_fields: dict, extra_card: dict | None,
+                  leaf_bits: int = TABLE_BITS) -> dict:
     """Quantised integer tables of a checkpoint -> ``out/model_id.safetensors`` + JSON card (updated in place)."""
     from safetensors.numpy import save_file
 
@@ -239,6 +240,8 @@ def _write_tables(st: dict, out: Path, model_id: str, floor: int, card_fields: d
 
     tensors = {"parent": st["parent"].numpy().astype(np.int32),
                **{k: quantize_rows(st[f"log_{k}"], floor=floor).astype(np.int16) for k in ("prior", "trans", "leaf")}}
+    if leaf_bits != TABLE_BITS:
+        tensors["leaf"] = quantize_rows(st["log_leaf"], bits=leaf_bits, floor=floor).astype(np.uint16)
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{model_id}.safetensors"
     save_file(tensors, str(weights), metadata={"model_id": model_id})
@@ -390,12 +393,13 @@ def train_image(run: Path, iterations: int, data: str | None, hidden: int = 32, 
 
 
 def export_image(run: Path, out: Path, model_id: str = "pc-image-v1", extra_card: dict | None = None) -> dict:
-    """Image-circuit checkpoint -> integer tables (int16/int32 safetensors) + JSON card. Every entry is >= 1, so
-    messages can never vanish (the decoder relies on it)."""
-    from ..codecs.pc_image import N_CTX
+    """Image-circuit checkpoint -> integer tables (int32 parent, int16 prior and trans, uint16 leaf) + JSON card.
+    Every entry is >= 1, so messages can never vanish (the decoder relies on it)."""
+    from ..codecs.pc_image import LEAF_BITS, N_CTX
 
     st = torch.load(run / "checkpoint.pt", weights_only=True)
     return _write_tables(st, out, model_id, 1, {
-        "config": {"kind": "image", "hidden": int(st["hidden"]), "contexts": N_CTX, "table_bits": TABLE_BITS},
+        "config": {"kind": "image", "hidden": int(st["hidden"]), "contexts": N_CTX, "table_bits": TABLE_BITS,
+                   "leaf_bits": LEAF_BITS},
         "training": {"iterations": int(st["iteration"]), "rows": int(st["rows"]),
-                     "check_bits_per_pixel": round(float(st["check_bpp"]), 4)}}, extra_card)
+                     "check_bits_per_pixel": round(float(st["check_bpp"]), 4)}}, extra_card, leaf_bits=LEAF_BITS)
