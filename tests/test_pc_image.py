@@ -118,6 +118,8 @@ def test_damaged_stream_is_a_clear_error():
     tree = _tree()
     with pytest.raises(ncodec.CorruptFile):
         pc_image.decode(tree, f.units[0].data + b"\x00", 16, 16)
+    with pytest.raises(ncodec.CorruptFile, match="cannot hold"):  # a tiny unit claiming a huge image: no allocation
+        pc_image.decode(tree, f.units[0].data, 16384, 16384)
 
 
 def test_transparency_is_refused_by_the_lossless_codec(tmp_path):

@@ -309,6 +309,10 @@ def decode(tree: CondTree, data: bytes, h: int, w: int) -> np.ndarray:
 
     if len(data) < 2 or max(data[:2]) > 16:
         raise CorruptFile("the pc image unit does not start with two chroma multipliers in 0..16")
+    # every symbol has probability <= 1 - 255 * 2^-24 (constriction's finest precision), i.e. costs > 2^-16 bits:
+    # a unit shorter than that bound cannot hold the image it claims (checked before allocating anything)
+    if len(data) * 8 * (1 << 16) < 3 * h * w:
+        raise CorruptFile(f"a {len(data)}-byte unit cannot hold a {h}x{w} image; the file is damaged")
     words, pos = _bytes_to_words(data, 2)
     if pos != len(data):
         raise CorruptFile("unexpected bytes after the coded pixels; the file is damaged")
