@@ -431,7 +431,7 @@ def bench(ctx, kind, codecs, data, limit, first, rates, out_dir, anchor, jobs, l
     """
 
     default_codecs = {"image": "walloc,jpeg,webp,avif,jxl,j2k", "audio": "walloc,opus,mp3,aac",
-                      "video": "x264,x265,svtav1", "lossless": "png,webp-ll,jxl-ll",
+                      "video": "x264,x265,svtav1", "lossless": "pc,png,webp-ll,jxl-ll",
                       "digits": "pc,png,webp-ll,jxl-ll"}[kind]
     anchor = anchor or {"image": "webp", "audio": "opus", "video": "x264", "lossless": "png", "digits": "png"}[kind]
     if kind == "digits":
@@ -583,6 +583,8 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 @click.option("--steps", default=None, type=int,
               help="Training steps (walloc 20000, rvq 9000 by default) or EM passes (pc-digits 7, pc-image 3).")
 @click.option("--hidden", default=None, type=int, help="pc: hidden states per variable (digits 16, image 32).")
+@click.option("--cond-steps", default=2400, show_default=True,
+              help="pc-image: Adam steps on the conditional likelihood after EM (batches of 4000 rows).")
 @click.option("--data", default=None, help="Corpus folder (default: $NCODEC_CORPUS or ../shared/corpus).")
 @click.option("--batch", default=None, type=int, help="Batch size (default: 8 images, 16 audio crops).")
 @click.option("--crop", default=None, type=int, help="Crop size (default: 128 px images, 16384 samples audio).")
@@ -598,7 +600,7 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 @click.option("--init", default=None, type=click.Path(),
               help="rvq: start a new run from a shipped model's .safetensors (e.g. models/rvq-audio-v1.safetensors).")
 @click.pass_context
-def train(ctx, recipe, run_dir, steps, hidden, data, batch, crop, lr, ste_after, lambda_scale, extra, groups,
+def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr, ste_after, lambda_scale, extra, groups,
           export_to, init):
     """Train (or resume) a model recipe; checkpoints go to --run."""
 
@@ -612,7 +614,8 @@ def train(ctx, recipe, run_dir, steps, hidden, data, batch, crop, lr, ste_after,
             if recipe == "pc-digits":
                 pc.train(Path(run_dir), steps or 7, data, hidden=hidden or 16, batch=batch or 250, log=log)
             else:
-                pc.train_image(Path(run_dir), steps or 3, data, hidden=hidden or 32, batch=batch or 2000, log=log)
+                pc.train_image(Path(run_dir), steps or 3, data, hidden=hidden or 32, batch=batch or 2000, log=log,
+                               cond_steps=cond_steps)
             if export_to:
                 card = (pc.export if recipe == "pc-digits" else pc.export_image)(Path(run_dir), Path(export_to))
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)

@@ -83,8 +83,10 @@ def test_bench_lossless_and_audio_small(tmp_path, photo):
     Image.fromarray(photo).save(imgs / "a.png")
     r = CliRunner().invoke(main, ["bench", "lossless", "--data", str(imgs), "--out", str(tmp_path / "ll")])
     assert r.exit_code == 0, r.output
-    res = json.loads((tmp_path / "ll" / "results.json").read_text())["summary"]["codecs"]
+    summary = json.loads((tmp_path / "ll" / "results.json").read_text())["summary"]
+    res = summary["codecs"]
     assert all(e["all_exact"] for e in res.values()) and res["png"]["bpp"] > 0
+    assert "pc" in res and summary["settings"]["pc"].startswith("ncodec, model pc-image-")  # the model is named
 
     speech = tmp_path / "aud" / "speech"
     speech.mkdir(parents=True)

@@ -192,3 +192,17 @@ def test_image_training_recipe_and_export(tmp_path):
     data = pc_image.encode(tree, img)
     assert np.array_equal(pc_image.decode(tree, data, 40, 48), img)
     assert 8 * len(data) / (40 * 48) < 1.05 * after + 0.2  # the file costs about what the model predicts
+
+    # the conditional phase of the recipe, resumed from that EM checkpoint: it lowers the check bits, records
+    # both numbers, and a second call with a longer schedule resumes where the first stopped
+    np.savez(run / "rows.npz", train=x, check=xc)
+    logs = []
+    pc_train.train_image(run, 3, None, hidden=4, cond_steps=20, cond_batch=500, log=logs.append)
+    st = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert st["cond_step"] == 20 and st["em_check_bpp"] == after and st["check_bpp"] < after
+    pc_train.train_image(run, 3, None, hidden=4, cond_steps=30, cond_batch=500, log=logs.append)
+    assert any("conditional step 20" in m for m in logs if m.startswith("resumed"))
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["cond_step"] == 30
+    card = pc_train.export_image(run, tmp_path / "models", model_id="pc-image-tiny")
+    assert card["training"]["conditional_steps"] == 30 and card["training"]["check_bits_per_pixel_after_em"] == \
+        round(after, 4)

@@ -21,6 +21,7 @@ def run_one(name: str, img: np.ndarray) -> dict:
 
     if name == "jxl-ll":
         import pillow_jxl  # noqa: F401
+    model = ""
     if name in CODECS:
         fmt, kw = CODECS[name]
         buf = io.BytesIO()
@@ -41,6 +42,10 @@ def run_one(name: str, img: np.ndarray) -> dict:
         out = ncodec.decode(blob).data
         t2 = time.perf_counter()
         nbytes = len(blob)
+        from ..container import read_header
+
+        model = read_header(blob).model_id
     px = img.shape[0] * img.shape[1]
     return {"bytes": nbytes, "bpp": 8 * nbytes / px, "bits_per_dim": 8 * nbytes / img.size,
-            "exact": bool(np.array_equal(out, img)), "enc_s": t1 - t0, "dec_s": t2 - t1, "pixels": px}
+            "exact": bool(np.array_equal(out, img)), "enc_s": t1 - t0, "dec_s": t2 - t1, "pixels": px,
+            "model": model}

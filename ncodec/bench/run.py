@@ -488,6 +488,9 @@ def run_lossless(codecs: list[str], data: Path, out: Path, limit: int | None = N
     for c in codecs:
         rs = [r for r in rows if r["codec"] == c]
         px = sum(r["pixels"] for r in rs)
+        models = sorted({r["model"] for r in rs if r["model"]})
+        if models:
+            summary["settings"][c] = f"ncodec, model {', '.join(models)}"
         summary["codecs"][c] = {
             "bpp": 8 * sum(r["bytes"] for r in rs) / px, "all_exact": all(r["exact"] for r in rs),
             "encode_mp_s": px / 1e6 / sum(r["enc_s"] for r in rs), "decode_mp_s": px / 1e6 / sum(r["dec_s"] for r in rs)}

@@ -349,9 +349,26 @@ def check_bits(model: Hclt, x: np.ndarray, batch: int = 4000) -> float:
     return float(total / np.log(2.0) / len(x))
 
 
+def conditional_loss(model: Hclt, x: torch.Tensor, params) -> torch.Tensor:
+    """Mean bits per pixel of the three residuals given the contexts, -log2 p(targets | contexts), for a batch;
+    ``params`` are log-parameters (differentiable)."""
+    from ..codecs.pc_image import N_CTX
+
+    lp, lt, ll = params
+    keep = torch.ones(model.d, 1, 1, dtype=ll.dtype)
+    keep[N_CTX:] = 0.0  # target leaves summed out: log p(contexts)
+    return (model.log_likelihood(x, [lp, lt, ll * keep]) - model.log_likelihood(x, params)).mean() / np.log(2.0)
+
+
 def train_image(run: Path, iterations: int, data: str | None, hidden: int = 32, batch: int = 2000,
-                threads: int | None = None, log=print, step_size: float = 0.3, alpha: float = 0.01):
-    """EM for the natural-image circuit (``pc-image``) on rows sampled from ``train/images``; resumable."""
+                threads: int | None = None, log=print, step_size: float = 0.3, alpha: float = 0.01,
+                cond_steps: int = 0, cond_lr: float = 3e-2, cond_batch: int = 4000):
+    """The natural-image circuit (``pc-image``) on rows sampled from ``train/images``; resumable.
+
+    Two phases. EM (``iterations`` passes) maximises the joint likelihood p(contexts, residuals), which spends
+    capacity on modelling the contexts. Then ``cond_steps`` mini-batches of Adam on the conditional likelihood
+    p(residuals | contexts), the quantity the coder pays (parameters as logits, cosine-decayed learning rate,
+    started from the EM solution)."""
     from .data import corpus_root
 
     if threads:
@@ -366,17 +383,28 @@ def train_image(run: Path, iterations: int, data: str | None, hidden: int = 32, 
         np.savez(rows, train=x, check=xc)
     log(f"{len(x)} training rows, {len(xc)} check rows")
     ckpt = run / "checkpoint.pt"
+    st: dict = {}  # what the checkpoint records beyond the parameters
     if ckpt.exists():
-        st = torch.load(ckpt, weights_only=True)
-        model = Hclt(st["parent"].numpy(), int(st["hidden"]))
-        model.log_prior, model.log_trans, model.log_leaf = st["log_prior"], st["log_trans"], st["log_leaf"]
-        it = int(st["iteration"])
-        log(f"resumed from {ckpt} at iteration {it}")
+        saved = torch.load(ckpt, weights_only=True)
+        st = {k: saved[k] for k in ("check_bpp", "em_check_bpp", "cond_step", "adam") if k in saved}
+        if "cond_step" not in st:  # EM-only checkpoint (also older runs)
+            st["em_check_bpp"] = st["check_bpp"]
+        model = Hclt(saved["parent"].numpy(), int(saved["hidden"]))
+        model.log_prior, model.log_trans, model.log_leaf = saved["log_prior"], saved["log_trans"], saved["log_leaf"]
+        it = int(saved["iteration"])
+        log(f"resumed from {ckpt} at iteration {it}, conditional step {int(st.get('cond_step', 0))}")
     else:
         parent = image_tree(x[:200000])
         model = Hclt(parent, hidden, data=x[:20000])
         it = 0
         log(f"tree (parent of each variable): {parent.tolist()}")
+    meta = {"hidden": hidden, "rows": len(x)}
+
+    def save(extra: dict) -> None:
+        tmp = run / "checkpoint.tmp"
+        torch.save({**model.state(), **meta, "iteration": it, **extra}, tmp)
+        tmp.replace(ckpt)
+
     while it < iterations:
         t0 = time.time()
         full = it == iterations - 1  # the last pass is plain EM (settles the stochastic steps)
@@ -386,13 +414,43 @@ def train_image(run: Path, iterations: int, data: str | None, hidden: int = 32, 
         bits = check_bits(model, xc)
         log(f"iteration {it}/{iterations}: train {bpd:.4f} bits/variable, check {bits:.3f} bits/pixel "
             f"({time.time() - t0:.0f} s)")
-        tmp = run / "checkpoint.tmp"
-        torch.save({**model.state(), "iteration": it, "hidden": hidden, "rows": len(x), "check_bpp": float(bits)}, tmp)
-        tmp.replace(ckpt)
+        st = {"check_bpp": float(bits), "em_check_bpp": float(bits)}
+        save(st)
+    step = int(st.get("cond_step", 0))
+    if step >= cond_steps:
+        return model
+    params = [p.detach().clone().requires_grad_(True) for p in model.params()]
+    opt = torch.optim.Adam(params, lr=cond_lr)
+    if "adam" in st:
+        opt.load_state_dict(st["adam"])
+    order = np.random.default_rng(1000 + it).permutation(len(x))
+    per_pass = max(1, len(x) // cond_batch)
+    t0, seen = time.time(), 0.0
+    while step < cond_steps:
+        for g in opt.param_groups:
+            g["lr"] = float(cond_lr * 0.5 * (1.0 + np.cos(np.pi * step / cond_steps)))
+        a = (step % per_pass) * cond_batch
+        xb = torch.from_numpy(x[order[a : a + cond_batch]].astype(np.int64))
+        loss = conditional_loss(model, xb, [p.log_softmax(-1) for p in params])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        seen += loss.item()
+        if step % 100 == 0:
+            log(f"conditional step {step}/{cond_steps}: train {seen / 100:.3f} bits/pixel ({time.time() - t0:.0f} s)")
+            seen = 0.0
+        if step % 300 == 0 or step == cond_steps:  # check bits (290k rows) and a checkpoint
+            with torch.no_grad():
+                model.log_prior, model.log_trans, model.log_leaf = (p.log_softmax(-1) for p in params)
+            bits = check_bits(model, xc)
+            log(f"conditional step {step}/{cond_steps}: check {bits:.3f} bits/pixel")
+            st = {**st, "check_bpp": float(bits), "cond_step": step, "adam": opt.state_dict()}
+            save(st)
     return model
 
 
-def export_image(run: Path, out: Path, model_id: str = "pc-image-v1", extra_card: dict | None = None) -> dict:
+def export_image(run: Path, out: Path, model_id: str = "pc-image-v2", extra_card: dict | None = None) -> dict:
     """Image-circuit checkpoint -> integer tables (int32 parent, int16 prior and trans, uint16 leaf) + JSON card.
     Every entry is >= 1, so messages can never vanish (the decoder relies on it)."""
     from ..codecs.pc_image import LEAF_BITS, N_CTX
@@ -401,5 +459,6 @@ def export_image(run: Path, out: Path, model_id: str = "pc-image-v1", extra_card
     return _write_tables(st, out, model_id, 1, {
         "config": {"kind": "image", "hidden": int(st["hidden"]), "contexts": N_CTX, "table_bits": TABLE_BITS,
                    "leaf_bits": LEAF_BITS},
-        "training": {"iterations": int(st["iteration"]), "rows": int(st["rows"]),
-                     "check_bits_per_pixel": round(float(st["check_bpp"]), 4)}}, extra_card, leaf_bits=LEAF_BITS)
+        "training": {"iterations": int(st["iteration"]), "conditional_steps": int(st.get("cond_step", 0)),
+                     "rows": int(st["rows"]), "check_bits_per_pixel": round(float(st["check_bpp"]), 4),
+                     "check_bits_per_pixel_after_em": round(float(st.get("em_check_bpp", st["check_bpp"])), 4)}}, extra_card, leaf_bits=LEAF_BITS)
