@@ -152,7 +152,7 @@ def _renorm(v: np.ndarray) -> np.ndarray:
     """Rows of positive float64 integers scaled by a power of two so that the maximum lies in [2^11, 2^12], then
     rounded up (exact operations): positive entries stay positive, so no product of messages can vanish (every
     table entry is >= 1, hence every message entry too)."""
-    out = v * np.ldexp(1.0, MSG_BITS - np.frexp(v.max(axis=-1, keepdims=True))[1])
+    out = np.ldexp(v, MSG_BITS - np.frexp(v.max(axis=-1, keepdims=True))[1])  # exact: a power-of-two scaling
     return np.ceil(out, out=out)
 
 

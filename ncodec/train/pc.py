@@ -398,7 +398,7 @@ def train_image(run: Path, iterations: int, data: str | None, hidden: int = 32, 
         model = Hclt(parent, hidden, data=x[:20000])
         it = 0
         log(f"tree (parent of each variable): {parent.tolist()}")
-    meta = {"hidden": hidden, "rows": len(x)}
+    meta = {"hidden": model.k, "rows": len(x)}
 
     def save(extra: dict) -> None:
         tmp = run / "checkpoint.tmp"
@@ -461,4 +461,5 @@ def export_image(run: Path, out: Path, model_id: str = "pc-image-v2", extra_card
                    "leaf_bits": LEAF_BITS},
         "training": {"iterations": int(st["iteration"]), "conditional_steps": int(st.get("cond_step", 0)),
                      "rows": int(st["rows"]), "check_bits_per_pixel": round(float(st["check_bpp"]), 4),
-                     "check_bits_per_pixel_after_em": round(float(st.get("em_check_bpp", st["check_bpp"])), 4)}}, extra_card, leaf_bits=LEAF_BITS)
+                     "check_bits_per_pixel_after_em": round(float(st.get("em_check_bpp", st["check_bpp"])), 4)}},
+        extra_card, leaf_bits=LEAF_BITS)
