@@ -600,8 +600,8 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 @click.option("--init", default=None, type=click.Path(),
               help="rvq: start a new run from a shipped model's .safetensors (e.g. models/rvq-audio-v1.safetensors).")
 @click.pass_context
-def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr, ste_after, lambda_scale, extra, groups,
-          export_to, init):
+def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr, ste_after, lambda_scale, extra,
+          groups, export_to, init):
     """Train (or resume) a model recipe; checkpoints go to --run."""
 
     run_dir = run_dir or f"runs/{recipe}"
