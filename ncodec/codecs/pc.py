@@ -2,7 +2,7 @@
 
 - digits (``pc-digits-v1``): a hidden Chow-Liu tree over all pixels of small grayscale images (MNIST-like),
   coded pixel by pixel with exact conditional probabilities (this module);
-- natural RGB images of any size (``pc-image-v1``): a hidden Chow-Liu tree over a pixel's context and its colour
+- natural RGB images of any size (``pc-image-v2``; v1 kept for its files): a hidden Chow-Liu tree over a pixel's context and its colour
   residuals, coded in raster order by wavefronts (``pc_image``).
 
 Digits model:
@@ -284,7 +284,7 @@ class PcCodec(Codec):
                 dshape = tuple(self.model(kind="digits")[1].shape)
             except ModelMismatch:  # no digits model installed
                 dshape = None
-            kind = "digits" if dshape and all(_grey(a) is not None and _grey(a).shape == dshape for a in items) \
+            kind = "digits" if dshape and all(getattr(_grey(a), "shape", None) == dshape for a in items) \
                 else "image"
         if kind == "image":
             return self._encode_rgb(items, model)

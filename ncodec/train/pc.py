@@ -334,30 +334,26 @@ def image_tree(x: np.ndarray) -> np.ndarray:
     return parent
 
 
-def check_bits(model: Hclt, x: np.ndarray, batch: int = 4000) -> float:
-    """Bits per pixel of the three residuals given the contexts: log p(contexts) - log p(all)."""
-    from ..codecs.pc_image import N_CTX
-
-    lp, lt, ll = model.params()
-    no_targets = ll.clone()
-    no_targets[N_CTX:] = 0.0  # leaves summed out
-    total = 0.0
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            xb = torch.from_numpy(x[i : i + batch].astype(np.int64))
-            total += (model.log_likelihood(xb, [lp, lt, no_targets]) - model.log_likelihood(xb)).sum().item()
-    return float(total / np.log(2.0) / len(x))
-
-
 def conditional_loss(model: Hclt, x: torch.Tensor, params) -> torch.Tensor:
     """Mean bits per pixel of the three residuals given the contexts, -log2 p(targets | contexts), for a batch;
     ``params`` are log-parameters (differentiable)."""
     from ..codecs.pc_image import N_CTX
 
     lp, lt, ll = params
-    keep = torch.ones(model.d, 1, 1, dtype=ll.dtype)
-    keep[N_CTX:] = 0.0  # target leaves summed out: log p(contexts)
-    return (model.log_likelihood(x, [lp, lt, ll * keep]) - model.log_likelihood(x, params)).mean() / np.log(2.0)
+    targets = torch.zeros(model.d, 1, 1, dtype=torch.bool)
+    targets[N_CTX:] = True
+    summed_out = ll.masked_fill(targets, 0.0)  # target leaves summed out: log p(contexts)
+    return (model.log_likelihood(x, [lp, lt, summed_out]) - model.log_likelihood(x, params)).mean() / np.log(2.0)
+
+
+def check_bits(model: Hclt, x: np.ndarray, batch: int = 4000) -> float:
+    """Bits per pixel of the three residuals given the contexts, -log2 p(residuals | contexts), over ``x``."""
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            xb = torch.from_numpy(x[i : i + batch].astype(np.int64))
+            total += conditional_loss(model, xb, model.params()).item() * len(xb)
+    return float(total / len(x))
 
 
 def train_image(run: Path, iterations: int, data: str | None, hidden: int = 32, batch: int = 2000,
