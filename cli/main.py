@@ -577,8 +577,8 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 
 
 @main.command()
-@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "pc-digits", "pc-image", "rvq", "mcquic",
-                                             "vqgan"]))
+@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "walloc-context", "pc-digits", "pc-image",
+                                             "rvq", "mcquic", "vqgan"]))
 @click.option("--run", "run_dir", default=None, help="Checkpoint folder (default: runs/RECIPE).")
 @click.option("--steps", default=None, type=int,
               help="Training steps (walloc 20000, rvq 9000 by default) or EM passes (pc-digits 7, pc-image 3).")
@@ -599,10 +599,17 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 @click.option("--export", "export_to", default=None, help="After training, write weights + card here.")
 @click.option("--init", default=None, type=click.Path(),
               help="rvq: start a new run from a shipped model's .safetensors (e.g. models/rvq-audio-v1.safetensors).")
+@click.option("--base", default="walloc-image-v2", show_default=True,
+              help="walloc-context: the installed image model whose symbols the context model is fitted to.")
+@click.option("--model-id", default="walloc-image-v3", show_default=True,
+              help="walloc-context: id of the model written to --export (default folder: models).")
 @click.pass_context
 def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr, ste_after, lambda_scale, extra,
-          groups, export_to, init):
-    """Train (or resume) a model recipe; checkpoints go to --run."""
+          groups, export_to, init, base, model_id):
+    """Train (or resume) a model recipe; checkpoints go to --run.
+
+    walloc-context fits the integer causal context model of an image model (no network training: same pixels,
+    fewer bytes) and writes the base model plus the context model as a new model."""
 
     run_dir = run_dir or f"runs/{recipe}"
 
@@ -654,6 +661,11 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
             return
         from ncodec.train import walloc
 
+        if recipe == "walloc-context":
+            out = Path(export_to or "models")
+            card = walloc.fit_context(base, data, out, model_id, log=lambda m: click.echo(m, err=True))
+            click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {out}", err=True)
+            return
         steps_ = steps or 20000
         audio = recipe == "walloc-audio"
         walloc.train(Path(run_dir), steps_, data, batch=batch or (16 if audio else 8), crop=crop or (16384 if audio else 128),

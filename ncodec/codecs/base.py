@@ -152,3 +152,12 @@ def image_tiles(data, tile: int, mult: int):
         for x0, tw in tiles(data.shape[1], tile):
             x = torch.from_numpy(np.array(data[y0 : y0 + th, x0 : x0 + tw])).permute(2, 0, 1)[None].float() / 255.0
             yield (y0, x0, th, tw), pad_to(x, mult, 2)
+
+
+def wavefront_steps(h: int, w: int):
+    """Wavefront steps over an h x w grid: the cells with ``2y + x = t`` (rows y ascending), t = 0 .. 2(h-1) + w-1.
+    The causal neighbours W, NW, N, NE, WW, NN (and NNE) of a cell lie on earlier steps, so a whole step can be
+    coded as one vectorised batch."""
+    for t in range(2 * (h - 1) + w):
+        y = np.arange(max(0, (t - w + 2) // 2), min(h - 1, t // 2) + 1)
+        yield y, t - 2 * y

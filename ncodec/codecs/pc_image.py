@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .base import wavefront_steps as steps
+
 CHUNK = 2048  # encoder: pixels whose tables are computed together (whole wavefront steps)
 MSG_BITS = 12  # messages are renormalised below 2^12 (see _product)
 LEAF_BITS = 16  # leaf rows sum to 2^16 (uint16), prior and trans rows to 2^14
@@ -33,14 +35,6 @@ N_CTX = 17
 NB = {"W": (0, -1), "N": (-1, 0), "NW": (-1, -1), "NE": (-1, 1), "WW": (0, -2), "NN": (-2, 0), "NNE": (-2, 1)}
 N_SUB = 5  # sub-predictors of the weighted prediction
 SIGNED = np.array([False] + [True] * 15 + [False])  # context columns holding signed bins (centre 15)
-
-
-def steps(h: int, w: int):
-    """Wavefront steps: the pixels with ``2y + x = t`` (rows y ascending), t = 0 .. 2(h-1) + w-1. Every
-    neighbour in ``NB`` lies on an earlier step, so a whole step is coded as one vectorised batch."""
-    for t in range(2 * (h - 1) + w):
-        y = np.arange(max(0, (t - w + 2) // 2), min(h - 1, t // 2) + 1)
-        yield y, t - 2 * y
 
 
 def neighbour_index(y, x, h, w) -> dict:

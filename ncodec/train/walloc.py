@@ -19,7 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..codecs import walloc as wc
 from ..codecs.walloc_net import WallocConfig, WallocNet
+from ..entropy import quantize_pmf
 
 LAMBDAS = (0.0018, 0.00385, 0.0082, 0.0175, 0.0374, 0.08)  # images: x in [0, 1], loss lambda*255^2*MSE + bpp
 # audio: signal mapped to [0, 1] (x/2 + 0.5), loss lambda*255^2*MSE + bits per sample
@@ -220,3 +222,186 @@ def export(run: Path, out: Path, model_id: str | None = None, extra_card: dict |
     card.update(extra_card or {})
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card
+
+
+# ------------------------------------------------------------------------------------------- context model
+CM_QUALITIES = (0, 15, 30, 50, 70, 85, 100)  # rates the context model is fitted on (pooled)
+# shared residual tables; side fits (60 images, tables over (-1.5, 7.5) unless said) measured on Kodak y bits at
+# quality 10 / 50 / 90, relative to 512 tables: 256 +1.5 / +0.6 / +0.3 %, 64 over (-1, 7) +8.3 / +4.1 / +2.1 %;
+# tables per colour channel would add another -0.5 / -0.2 / -0.04 % (not used)
+CM_TABLES = 512
+CM_LOG_RANGE = (-1.5, 7.5)  # predicted log2(|r| + 0.5) mapped linearly onto the tables
+# z: a side fit (94 images x 4 qualities, 32 or 64 tables over (-1.5, 5.5) alike) cut Kodak's z bits by 31 / 22 /
+# 15 % at quality 0 / 20 / 50 against the factorized per-channel tables (z is 4 / 2.5 / 1.3 % of the file)
+CM_Z_TABLES = 32
+CM_Z_LOG_RANGE = (-1.5, 5.5)
+CM_THRESHOLDS = tuple(int(v) for v in np.unique(np.round(np.concatenate(
+    [np.arange(8), 2 ** np.arange(3, 14, 0.5)]))))  # energy bins: E >= threshold[i] -> bin i
+
+
+def fit_context(base: str, data: str | None, out: Path, model_id: str, tables: int = CM_TABLES,
+                qualities=CM_QUALITIES, limit: int | None = None, crop: int = 768, spread: int = 2,
+                log=print) -> dict:
+    """Fit the integer causal context models (``ncodec.codecs.walloc.ContextModel``) of an image model on the
+    training images and write ``<out>/<model_id>`` = the base model's tensors + ``cm.*`` (y) + ``cmz.*`` (z),
+    with its card.
+
+    The networks and hence every symbol are the base model's: only the probability model changes. Three passes
+    over (training image, quality): least-squares predictor per band from the six causal neighbours; an additive
+    model per band, log2(|r| + 0.5) ~ U[band, t] + V[band, e] over the hyperprior scale index t (z: none) and the
+    neighbour energy bin e, mapped onto the tables; the tables' residual histograms (pooled over bands and rates).
+    """
+    from safetensors.torch import save_file
+
+    from .. import zoo
+    from ..codecs.base import image_tiles
+    from ..codecs.walloc import IMAGE_DEADZONE, TILE, WallocModel
+    from .data import corpus_root, load_images
+
+    t_start = time.time()
+    card = zoo.find("walloc", "image", base)
+    tensors = zoo.load_tensors(card)
+    if any(k.startswith("cm") for k in tensors):
+        raise ValueError(f"{base} already has a context model; fit on a model without one")
+    model = WallocModel(tensors, WallocConfig(**card.card["config"]))
+    cfg = model.cfg
+    root = corpus_root(data) / "train" / "images"
+    images = load_images(root, 64)[:limit]
+    log(f"fitting the context model of {card.id} on {len(images)} images from {root}, qualities {list(qualities)}")
+    pa, pb, pz = model.net.perm_a.numpy(), model.net.perm_b.numpy(), np.arange(cfg.z_ch)
+    fits = {"y": _StreamFit(cfg.latent, cfg.n_scales, tables, CM_LOG_RANGE),
+            "z": _StreamFit(cfg.z_ch, 1, CM_Z_TABLES, CM_Z_LOG_RANGE)}
+
+    def streams(every: int = 1):
+        """(model key, symbols (nb, H, W), scale indices, bands) of every stream: image i (every ``every``-th
+        image; its central crop of at most ``crop`` px a side) at every ``spread``-th quality from quality i mod
+        spread."""
+        for i, img in enumerate(images):
+            if i % every:
+                continue
+            h, w = img.shape[:2]
+            img = img[max(0, (h - crop) // 2):][:crop, max(0, (w - crop) // 2):][:, :crop]
+            for q in qualities[i % spread :: spread] if spread > 1 else qualities:
+                for _, x in image_tiles(img, TILE, cfg.stride):
+                    d = model.symbols(x, q, IMAGE_DEADZONE)  # the symbols the image encoder writes
+                    z = d["z"][0].astype(np.int64)
+                    yield "z", z, np.zeros_like(z), pz
+                    yield "y", d["a"][0], d["ta"][0], pa
+                    yield "y", d["b"][0], d["tb"][0], pb
+
+    for key, s, _, bands in streams(4):  # a few parameters per band: a quarter of the images is plenty
+        fits[key].add_predictor(s, bands)
+    for f in fits.values():
+        f.solve_predictor()
+    log(f"predictor: low band weights {np.round(fits['y'].weights[0], 3).tolist()}")
+    for key, s, t, bands in streams(2):
+        fits[key].add_cells(s, t, bands)
+    for f in fits.values():
+        f.solve_additive()
+    for key, s, t, bands in streams():
+        fits[key].add_histogram(s, t, bands)
+    cms = {k: f.model() for k, f in fits.items()}
+    for k, f in fits.items():
+        used = f.hist.sum(1)
+        log(f"{k} tables: {int((used > 0).sum())} of {len(used)} used, {int(used.sum())} symbols, escapes "
+            f"{f.hist[:, -1].sum() / max(used.sum(), 1):.2e}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / f"{model_id}.safetensors"
+    new = dict(tensors)
+    for k, prefix in (("y", "cm"), ("z", "cmz")):
+        new.update({n: torch.from_numpy(a) for n, a in cms[k].tensors(prefix).items()})
+    save_file({k: v.contiguous() for k, v in new.items()}, str(weights),
+              metadata={"model_id": model_id, "config": json.dumps(cfg.to_dict())})
+    from ..zoo import sha256_file
+
+    result = json.loads(json.dumps(card.card))
+    result.update({"id": model_id, "file": weights.name, "sha256": sha256_file(weights),
+                   "context_model": {"base": card.id, "tables": tables, "log_range": list(CM_LOG_RANGE),
+                                     "z_tables": CM_Z_TABLES, "z_log_range": list(CM_Z_LOG_RANGE),
+                                     "qualities": list(qualities), "images": len(images), "crop": crop,
+                                     "qualities_per_image": f"qualities[i % {spread} :: {spread}] for image i",
+                                     "data": str(root.relative_to(root.parents[2])) if len(root.parents) > 2
+                                     else str(root)}})
+    result.pop("results", None)
+    result["compute"] = (f"context model: {(time.time() - t_start) / 60:.0f} min on 2 CPU cores, no GPU "
+                         f"(networks: {base})")
+    (out / f"{model_id}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+class _StreamFit:
+    """Sufficient statistics and solutions of one context model (y or z) across the three passes."""
+
+    def __init__(self, n_bands: int, n_t: int, tables: int, log_range: tuple[float, float]):
+        self.c, self.nt, self.ne, self.tables, self.log_range = n_bands, n_t, len(CM_THRESHOLDS), tables, log_range
+        self.xtx, self.xty = np.zeros((n_bands, 6, 6)), np.zeros((n_bands, 6))
+        self.cnt, self.tot = np.zeros((n_bands, n_t * self.ne)), np.zeros((n_bands, n_t * self.ne))
+        self.hist = np.zeros((tables, 2 * wc.CM_RES + 2))
+        self.u = np.zeros((n_bands, n_t), np.int64)
+        self.v = np.zeros((n_bands, self.ne), np.int64)
+
+    def add_predictor(self, s, bands):
+        sf = s.astype(np.float64)
+        n = np.stack([wc.cm_shift(sf, dy, dx) for dy, dx in wc.CM_OFFSETS]).reshape(6, len(bands), -1)
+        self.xtx[bands] += np.einsum("kcn,lcn->ckl", n, n)
+        self.xty[bands] += np.einsum("kcn,cn->ck", n, sf.reshape(len(bands), -1))
+
+    def solve_predictor(self):
+        self.weights = np.stack([np.linalg.solve(self.xtx[c] + 1e-3 * np.eye(6), self.xty[c]) for c in range(self.c)])
+        self.pred = np.round(self.weights * 2**wc.CM_PRED_BITS).astype(np.int64)
+
+    def model(self) -> "wc.ContextModel":
+        """The integer model: histogram tables once pass 3 has run, flat placeholders before."""
+        if self.hist.any():
+            freqs = np.stack([quantize_pmf(h + 0.02, wc.CM_PRECISION) for h in self.hist])
+        else:
+            freqs = np.full((self.tables, 2 * wc.CM_RES + 2), 1 << (wc.CM_PRECISION - 8))
+            freqs[:, 0] += (1 << wc.CM_PRECISION) - freqs.sum(1)
+        return wc.ContextModel(self.pred, self.u, self.v, np.array(CM_THRESHOLDS, np.int64), freqs)
+
+    def add_cells(self, s, t, bands):
+        cm = self.model()
+        r = cm.residuals(s, bands)
+        cell = (t.astype(np.int64) * self.ne + cm.energy_bins(r)).reshape(len(bands), -1)
+        target = np.log2(np.abs(r).reshape(len(bands), -1) + 0.5)
+        n = self.nt * self.ne
+        for j, c in enumerate(bands):
+            self.cnt[c] += np.bincount(cell[j], minlength=n)
+            self.tot[c] += np.bincount(cell[j], weights=target[j], minlength=n)
+
+    def solve_additive(self):
+        lo, hi = self.log_range
+        unit = self.tables / (hi - lo) * 2**4  # table bins carry CM_BIN_BITS = 4 fractional bits
+        for c in range(self.c):
+            u, v = _additive_fit(self.cnt[c].reshape(self.nt, self.ne), self.tot[c].reshape(self.nt, self.ne))
+            self.u[c] = np.round((u - lo) * unit)
+            self.v[c] = np.round(v * unit)
+        self._fixed = self.model()
+
+    def add_histogram(self, s, t, bands):
+        res = wc.CM_RES
+        r, tab = self._fixed.analyse(s, t, bands)
+        local = np.where(np.abs(r) > res, 2 * res + 1, r + res)
+        k = self.hist.shape[1]
+        self.hist += np.bincount((tab * k + local).reshape(-1), minlength=self.hist.size).reshape(self.hist.shape)
+
+
+def _additive_fit(cnt: np.ndarray, tot: np.ndarray, min_count: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares of target ~ u[t] + v[e] from cell counts and target sums (nt, ne); rows / columns with
+    fewer than ``min_count`` samples are filled from their neighbours (held at the edges)."""
+    nt, ne = cnt.shape
+    rows, cols = cnt.sum(1), cnt.sum(0)
+    a = np.zeros((nt + ne, nt + ne))
+    a[np.arange(nt), np.arange(nt)] = rows
+    a[nt + np.arange(ne), nt + np.arange(ne)] = cols
+    a[:nt, nt:] = cnt
+    a[nt:, :nt] = cnt.T
+    b = np.concatenate([tot.sum(1), tot.sum(0)])
+    sol = np.linalg.solve(a + 1e-3 * np.eye(nt + ne), b)
+    u, v = sol[:nt], sol[nt:]
+    for vec, n in ((u, rows), (v, cols)):
+        ok = n >= min_count
+        if ok.any():
+            vec[:] = np.interp(np.arange(len(vec)), np.flatnonzero(ok), vec[ok])
+    return u, v
