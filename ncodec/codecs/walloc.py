@@ -32,10 +32,11 @@ Z_MAX = 1 << 15  # z symbols are clamped here (the escape path codes them exactl
 
 
 # ------------------------------------------------------------------------------ causal context model (version 3)
-# Models from walloc-image-v3 on carry an integer context model for the y symbols of images: each band is
+# Models from walloc-image-v3 on carry integer context models for the y (and z) symbols of images: each band is
 # predicted from its causal neighbours (the linear predictor removes the spatial correlation the hyperprior leaves
 # in the low bands: 0.93 between neighbours of the luma low band) and the residual is coded with one of
-# ``NB`` shared tables, chosen by the hyperprior scale index and the magnitude of the neighbours' residuals.
+# ``NB`` shared tables, chosen by the hyperprior scale index (z: none) and the magnitude of the neighbours'
+# residuals.
 CM_OFFSETS = ((0, -1), (-1, -1), (-1, 0), (-1, 1), (0, -2), (-2, 0))  # W NW N NE WW NN: earlier wavefront steps
 CM_ENERGY = np.array([2, 2, 2, 2, 1, 1], np.int64)  # weights of |neighbour residual| in the energy E
 CM_RES = 63  # residuals -63..63 have their own entry; the last entry (127) escapes to a varint
@@ -63,7 +64,7 @@ def cm_shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 class ContextModel:
-    """Integer causal context model of y symbols (FORMAT.md section 4, version 3).
+    """Integer causal context model of y (or z) symbols (FORMAT.md section 4, version 3).
 
     For a stream of bands ``bands`` on an (H, W) grid, coded by wavefront steps over positions (all of a
     position's bands together): ``pred = (sum_k P[c, k] * s[n_k] + 2**11) >> 12`` over the neighbours n_k
@@ -102,9 +103,12 @@ class ContextModel:
         acc = sum(self.pred[b, k] * s_nb[k] for k in range(len(CM_OFFSETS)))
         return (acc + (1 << (CM_PRED_BITS - 1))) >> CM_PRED_BITS
 
-    def _tables(self, b: np.ndarray, t: np.ndarray, r_nb: np.ndarray) -> np.ndarray:
-        """Table index from scale indices t and the neighbours' residuals r_nb (6, ...)."""
-        e = np.searchsorted(self.thresholds, np.einsum("k,k...->...", CM_ENERGY, np.abs(r_nb)), side="right") - 1
+    def _energy_bin(self, r_nb: np.ndarray) -> np.ndarray:
+        """Energy bin e from the neighbours' residuals r_nb (6, ...)."""
+        return np.searchsorted(self.thresholds, np.einsum("k,k...->...", CM_ENERGY, np.abs(r_nb)), side="right") - 1
+
+    def _tables(self, b: np.ndarray, t: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """Table index from scale indices t and energy bins e; b indexes the bands, broadcastable to t."""
         return np.clip((self.u[b, t] + self.v[b, e]) >> CM_BIN_BITS, 0, self.n_tables - 1)
 
     def residuals(self, s: np.ndarray, bands: np.ndarray) -> np.ndarray:
@@ -114,15 +118,13 @@ class ContextModel:
 
     def energy_bins(self, r: np.ndarray) -> np.ndarray:
         """Whole grid: residuals (nb, H, W) -> energy bin e of every position (from its causal neighbours)."""
-        e = np.einsum("k,k...->...", CM_ENERGY, np.abs(np.stack([cm_shift(r, dy, dx) for dy, dx in CM_OFFSETS])))
-        return np.searchsorted(self.thresholds, e, side="right") - 1
+        return self._energy_bin(np.stack([cm_shift(r, dy, dx) for dy, dx in CM_OFFSETS]))
 
     def analyse(self, s: np.ndarray, t: np.ndarray, bands: np.ndarray):
         """Encoder side, whole grid at once: s, t (nb, H, W) ints -> residuals and table indices (H*W, nb) in
         position-major layout (the decoder computes the same integers step by step)."""
         r = self.residuals(s, bands)
-        b = bands[:, None, None]
-        tab = np.clip((self.u[b, t] + self.v[b, self.energy_bins(r)]) >> CM_BIN_BITS, 0, self.n_tables - 1)
+        tab = self._tables(bands[:, None, None], t, self.energy_bins(r))
         nb = len(bands)
         return r.reshape(nb, -1).T, tab.reshape(nb, -1).T
 
@@ -180,7 +182,7 @@ class ContextModel:
             nbr = np.stack([np.where((y + dy >= 0) & (x + dx >= 0) & (x + dx < w), (y + dy) * w + x + dx, hw)
                             for dy, dx in CM_OFFSETS])  # (6, n)
             pred = self._predict(bands, sv[nbr])
-            tab = self._tables(bands, tv[idx], rv[nbr]).reshape(-1)
+            tab = self._tables(bands, tv[idx], self._energy_bin(rv[nbr])).reshape(-1)
             try:
                 local = dec.decode(model, self.rows[tab]).astype(np.int64)
             except Exception as exc:  # constriction raises on impossible states

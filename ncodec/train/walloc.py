@@ -372,7 +372,7 @@ class _StreamFit:
 
     def solve_additive(self):
         lo, hi = self.log_range
-        unit = self.tables / (hi - lo) * 2**4  # table bins carry CM_BIN_BITS = 4 fractional bits
+        unit = self.tables / (hi - lo) * 2**wc.CM_BIN_BITS  # the table index carries fractional bits
         for c in range(self.c):
             u, v = _additive_fit(self.cnt[c].reshape(self.nt, self.ne), self.tot[c].reshape(self.nt, self.ne))
             self.u[c] = np.round((u - lo) * unit)
