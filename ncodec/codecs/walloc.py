@@ -13,6 +13,7 @@ does not click and any unit still decodes alone. Version 1 files (no overlap) de
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -61,6 +62,21 @@ def cm_shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     xs, xd = slice(max(0, dx), w + min(0, dx)), slice(max(0, -dx), w - max(0, dx))
     out[..., yd, xd] = a[..., ys, xs]
     return out
+
+
+@lru_cache(maxsize=16)
+def wavefront_plan(h: int, w: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Per wavefront step of an (h, w) grid: the flat indices of its positions and of their ``CM_OFFSETS``
+    neighbours (6, n), ``h * w`` where a neighbour lies outside the grid. Cached and shared (read-only arrays)."""
+    plan = []
+    for y, x in wavefront_steps(h, w):
+        nbr = np.stack([np.where((y + dy >= 0) & (x + dx >= 0) & (x + dx < w), (y + dy) * w + x + dx, h * w)
+                        for dy, dx in CM_OFFSETS])
+        idx = y * w + x
+        idx.setflags(write=False)
+        nbr.setflags(write=False)
+        plan.append((idx, nbr))
+    return tuple(plan)
 
 
 class ContextModel:
@@ -136,7 +152,7 @@ class ContextModel:
 
         h, w = s.shape[1:]
         r, tab = self.analyse(s, t, bands)
-        order = np.concatenate([y * w + x for y, x in wavefront_steps(h, w)]) if h * w else np.zeros(0, np.int64)
+        order = np.concatenate([idx for idx, _ in wavefront_plan(h, w)]) if h * w else np.zeros(0, np.int64)
         r, tab = r[order].reshape(-1), tab[order].reshape(-1)
         esc = np.abs(r) > CM_RES
         local = np.where(esc, 2 * CM_RES + 1, r + CM_RES).astype(np.int32)
@@ -177,10 +193,7 @@ class ContextModel:
         rv = np.zeros((hw + 1, nb), np.int64)
         tv = t.reshape(nb, -1).T
         used, bits = 0, 0.0
-        for y, x in wavefront_steps(h, w):
-            idx = y * w + x
-            nbr = np.stack([np.where((y + dy >= 0) & (x + dx >= 0) & (x + dx < w), (y + dy) * w + x + dx, hw)
-                            for dy, dx in CM_OFFSETS])  # (6, n)
+        for idx, nbr in wavefront_plan(h, w):
             pred = self._predict(bands, sv[nbr])
             tab = self._tables(bands, tv[idx], self._energy_bin(rv[nbr])).reshape(-1)
             try:

@@ -350,6 +350,7 @@ class _StreamFit:
     def solve_predictor(self):
         self.weights = np.stack([np.linalg.solve(self.xtx[c] + 1e-3 * np.eye(6), self.xty[c]) for c in range(self.c)])
         self.pred = np.round(self.weights * 2**wc.CM_PRED_BITS).astype(np.int64)
+        self._fixed = self.model()  # predictor only (flat tables) for pass 2
 
     def model(self) -> "wc.ContextModel":
         """The integer model: histogram tables once pass 3 has run, flat placeholders before."""
@@ -361,7 +362,7 @@ class _StreamFit:
         return wc.ContextModel(self.pred, self.u, self.v, np.array(CM_THRESHOLDS, np.int64), freqs)
 
     def add_cells(self, s, t, bands):
-        cm = self.model()
+        cm = self._fixed
         r = cm.residuals(s, bands)
         cell = (t.astype(np.int64) * self.ne + cm.energy_bins(r)).reshape(len(bands), -1)
         target = np.log2(np.abs(r).reshape(len(bands), -1) + 0.5)
