@@ -122,8 +122,8 @@ def main(ctx, debug):
 @click.option("--prune", type=float, default=None,
               help="Video (nerv): zero this fraction of the smallest weights, then fine-tune (NeRV's pruning).")
 @click.option("--model", "model_id", default=None,
-              help="Model id (rvq: e.g. a converted EnCodec checkpoint; pc: pc-image-v1 or pc-digits-v1; see "
-                   "`ncodec list`). Default: the newest (pc: digits model for 28x28 grey items).")
+              help="Model id (rvq: e.g. a converted EnCodec checkpoint; pc: pc-image-v1, pc-digits-v1, also for sets; "
+                   "see `ncodec list`). Default: the newest (pc: digits model for 28x28 grey items).")
 @click.pass_context
 def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range, time_budget, epochs, fps, plus,
            prune, model_id):
@@ -158,12 +158,10 @@ def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range
         if src != "-" and (Path(src).is_dir() or _is_video_name(src)):
             return _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_budget, epochs, fps,
                                  plus)
-        if model_id and (len(inputs) > 1):
-            raise ncodec.BadInput("--model applies to single-file encodes")
         if frame_range or time_budget is not None or epochs is not None or plus:
             raise ncodec.BadInput("--frames, --time-budget, --epochs and --plus apply to video inputs")
         if len(inputs) > 1:
-            blob = ncodec.encode_items(list(inputs), codec=codec)
+            blob = ncodec.encode_items(list(inputs), codec=codec, model=model_id)
             _atomic_write(output, lambda f: f.write(blob))
             return blob
         data = sys.stdin.buffer.read() if src == "-" else src
@@ -577,14 +575,17 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 
 
 @main.command()
-@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "walloc-context", "pc-digits", "pc-image",
-                                             "rvq", "mcquic", "vqgan"]))
+@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "walloc-context", "pc-digits",
+                                             "pc-digits-context", "pc-image", "rvq", "mcquic", "vqgan"]))
 @click.option("--run", "run_dir", default=None, help="Checkpoint folder (default: runs/RECIPE).")
 @click.option("--steps", default=None, type=int,
-              help="Training steps (walloc 20000, rvq 9000 by default) or EM passes (pc-digits 7, pc-image 3).")
-@click.option("--hidden", default=None, type=int, help="pc: hidden states per variable (digits 16, image 32).")
-@click.option("--cond-steps", default=2400, show_default=True,
-              help="pc-image: Adam steps on the conditional likelihood after EM (batches of 4000 rows).")
+              help="Training steps (walloc 20000, rvq 9000 by default) or EM passes (pc-digits 7, pc-image 3, "
+                   "pc-digits-context 1).")
+@click.option("--hidden", default=None, type=int, help="pc: hidden states per variable (digits 16, image and "
+              "digits-context 32).")
+@click.option("--cond-steps", default=None, type=int,
+              help="pc-image / pc-digits-context: Adam steps on the conditional likelihood after EM (batches of "
+                   "4000 rows; default 2400 / 3000).")
 @click.option("--data", default=None, help="Corpus folder (default: $NCODEC_CORPUS or ../shared/corpus).")
 @click.option("--batch", default=None, type=int, help="Batch size (default: 8 images, 16 audio crops).")
 @click.option("--crop", default=None, type=int, help="Crop size (default: 128 px images, 16384 samples audio).")
@@ -614,17 +615,22 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
     run_dir = run_dir or f"runs/{recipe}"
 
     def work():
-        if recipe in ("pc-digits", "pc-image"):
+        if recipe in ("pc-digits", "pc-digits-context", "pc-image"):
             from ncodec.train import pc
 
             log = lambda m: click.echo(m, err=True)  # noqa: E731
             if recipe == "pc-digits":
                 pc.train(Path(run_dir), steps or 7, data, hidden=hidden or 16, batch=batch or 250, log=log)
+            elif recipe == "pc-digits-context":
+                pc.train_digits_context(Path(run_dir), steps or 1, data, hidden=hidden or 32, batch=batch or 4000,
+                                        log=log, cond_steps=3000 if cond_steps is None else cond_steps)
             else:
                 pc.train_image(Path(run_dir), steps or 3, data, hidden=hidden or 32, batch=batch or 2000, log=log,
-                               cond_steps=cond_steps)
+                               cond_steps=2400 if cond_steps is None else cond_steps)
             if export_to:
-                card = (pc.export if recipe == "pc-digits" else pc.export_image)(Path(run_dir), Path(export_to))
+                export = {"pc-digits": pc.export, "pc-digits-context": pc.export_digits_context,
+                          "pc-image": pc.export_image}[recipe]
+                card = export(Path(run_dir), Path(export_to))
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
         if recipe == "rvq":

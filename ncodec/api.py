@@ -209,11 +209,12 @@ def _head(path) -> bytes:
         raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def encode_items(srcs, codec: str = "pc", names: list[str] | None = None, meta: dict | None = None) -> bytes:
+def encode_items(srcs, codec: str = "pc", names: list[str] | None = None, meta: dict | None = None,
+                 model: str | None = None) -> bytes:
     """Encode many same-kind images (paths, bytes or uint8 arrays) into one multi-item .nc file.
 
     Names default to the input file names (``item00000`` ... for arrays and bytes). The codec must accept
-    several items (``ncodec list`` shows which do).
+    several items (``ncodec list`` shows which do). ``model``: an installed model id (default: the codec's choice).
     """
     from .codecs.base import Rate
     from .media import read_image
@@ -238,7 +239,7 @@ def encode_items(srcs, codec: str = "pc", names: list[str] | None = None, meta: 
     names = list(names) if names is not None else auto
     if len(names) != len(arrays):
         raise BadInput(f"{len(names)} names for {len(arrays)} items")
-    enc = cdc.encode(arrays, "image", Rate())
+    enc = cdc.encode(arrays, "image", Rate(), **({"model": model} if model is not None else {}))
     return container.write(enc.header, enc.units, meta=meta or None, names=names)
 
 

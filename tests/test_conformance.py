@@ -10,8 +10,8 @@ VECTORS = json.loads((ROOT / "vectors.json").read_text()) if (ROOT / "vectors.js
 
 def test_vectors_exist():
     # vectors of every shipped model, and the older ones kept (files written with them must still decode)
-    assert {"walloc-image-v1", "walloc-image-v2", "walloc-audio-v1", "walloc-audio-v2", "pc-digits-v1", "pc-image-v1",
-            "pc-image-v2", "rvq-audio-v1"} <= {v["model"] for v in VECTORS}
+    assert {"walloc-image-v1", "walloc-image-v2", "walloc-audio-v1", "walloc-audio-v2", "pc-digits-v1", "pc-digits-v2",
+            "pc-image-v1", "pc-image-v2", "rvq-audio-v1"} <= {v["model"] for v in VECTORS}
     # codecs without shipped weights (the network is in the file)
     assert {"nerv", "nirvana"} <= {v["codec"] for v in VECTORS}
 

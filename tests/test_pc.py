@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
 import ncodec
+from ncodec.api import _codec
 from ncodec import container
 from ncodec.codecs.pc import ITEMS_PER_UNIT, TreeModel
 from ncodec.errors import BadInput, CorruptFile
@@ -154,6 +155,13 @@ def test_cli_sets(tmp_path, digits):
     res = r.invoke(main, ["decode", str(out), "--item", "9", "-o", str(tmp_path / "nine.png")])
     assert res.exit_code == 3 and "out of range" in res.output
     assert not (tmp_path / "nine.png").exists()
+    # a set with a chosen model: the older digits model and the natural-image model both take these digits
+    for model_id, version in (("pc-digits-v1", 1), ("pc-image-v2", 2), ("pc-digits-v2", 3)):
+        one = tmp_path / f"{model_id}.nc"
+        res = r.invoke(main, ["encode", "--codec", "pc", "--model", model_id, *files, "-o", str(one)])
+        assert res.exit_code == 0, res.output
+        assert (ncodec.info(one.read_bytes()).model, ncodec.info(one.read_bytes()).codec_version) == (model_id, version)
+        assert all(np.array_equal(a[:, :, 0], d) for (_, a), d in zip(ncodec.decode_items(one.read_bytes()), digits))
 
 
 def test_stored_names_cannot_escape_the_folder(tmp_path, digits):
@@ -164,3 +172,58 @@ def test_stored_names_cannot_escape_the_folder(tmp_path, digits):
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["evil.png", "item00002.png", "x.png"]
     assert not (tmp_path / "evil.png").exists()
+
+
+def _random_context_digits(k=4, seed=0):
+    from ncodec.codecs.pc import ContextDigits
+    from ncodec.codecs.pc_image import CondTree
+
+    rng = np.random.default_rng(seed)
+    d = 5  # 2 neighbours, row, column, the value
+    parent = np.array([4, 0, 4, 1, -1])
+    rows = lambda *shape: pc_train.quantize_rows(torch.log_softmax(torch.from_numpy(rng.normal(0, 2, shape)), -1),
+                                                 floor=1)
+    tree = CondTree(parent, rows(k), rows(d, k, k), pc_train.quantize_rows(
+        torch.log_softmax(torch.from_numpy(rng.normal(0, 2, (d, k, 256))), -1), bits=16, floor=1), n_ctx=4, n_targets=1)
+    return ContextDigits(tree, (6, 7), [(0, -1), (-1, 1)], [4, 5])
+
+
+def test_context_digits_exact_and_batch_independent():
+    cd = _random_context_digits()
+    x = np.random.default_rng(1).integers(0, 256, (9, 42)).astype(np.uint8)
+    a, b = cd.encode_units([x[:4], x[4:]])
+    assert cd.encode_units([x[4:]])[0] == b  # a unit's bytes do not depend on the units coded beside it
+    back = cd.decode_units([a, b], [4, 5])
+    assert np.array_equal(np.concatenate(back), x)
+    assert np.array_equal(cd.bits(x)[:3], cd.bits(x[:3]))
+    bits = cd.bits(x).sum()
+    assert abs((len(a) + len(b)) * 8 - bits) < 128 + 0.01 * bits  # real bytes = model bits
+    with pytest.raises(CorruptFile):
+        cd.decode_units([a[:-3]], [4])
+    with pytest.raises(ValueError, match="neighbours"):  # a neighbour on the same wavefront step is not causal
+        type(cd)(cd.tree, (6, 7), [(0, -1), (-1, 2)], [4, 5])
+
+
+def test_context_digits_training_and_codec(tmp_path, digits, monkeypatch):
+    """Rows -> tree -> EM + conditional steps -> exported integer model -> a pc file that decodes exactly."""
+    rows_tr = pc_train.digit_rows(digits[:60])
+    rows_ck = pc_train.digit_rows(digits[60:])
+    n_ctx = len(pc_train.DIGIT_NEIGHBOURS) + 2
+    assert rows_tr.shape == (60 * 784, n_ctx + 1)
+    run = tmp_path / "run"
+    logs = []
+    model = pc_train.train_conditional(run, lambda: (rows_tr, rows_ck), pc_train.digits_tree, n_ctx, 2, 4, 4000,
+                                       None, logs.append, 0.3, 0.01, 40, 3e-2, 2000, em_rows=20000, init_rows=5000)
+    st = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert st["cond_step"] == 40 and st["check_bpp"] < st["em_check_bpp"]
+    models = tmp_path / "models"
+    card = pc_train.export_digits_context(run, models, model_id="pc-digits-tiny")
+    assert card["config"]["neighbours"][0] == [0, -1]
+    monkeypatch.setenv("NCODEC_MODELS", str(models))
+    blob = ncodec.encode_items(list(digits[:10]), codec="pc", model="pc-digits-tiny")
+    assert ncodec.info(blob).codec_version == 3
+    back = ncodec.decode_items(blob)
+    assert all(np.array_equal(a[:, :, 0], d) for (_, a), d in zip(back, digits[:10]))
+    float_bits = pc_train.check_bits(model, pc_train.digit_rows(digits[60:70]), n_ctx=n_ctx) * 7840
+    int_bits = _codec("pc").model("pc-digits-tiny")[1].bits(digits[60:70].reshape(10, -1)).sum()
+    assert abs(int_bits - float_bits) < 0.03 * float_bits  # integer tables cost < 3 % over the float model

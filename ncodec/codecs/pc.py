@@ -1,11 +1,14 @@
-"""Probabilistic-circuit lossless codec (``--codec pc``). Two kinds of model:
+"""Probabilistic-circuit lossless codec (``--codec pc``). Three kinds of model:
 
-- digits (``pc-digits-v1``): a hidden Chow-Liu tree over all pixels of small grayscale images (MNIST-like),
-  coded pixel by pixel with exact conditional probabilities (this module);
-- natural RGB images of any size (``pc-image-v2``; v1 kept for its files): a hidden Chow-Liu tree over a pixel's context and its colour
-  residuals, coded in raster order by wavefronts (``pc_image``).
+- digits with contexts (``pc-digits-v2``, :class:`ContextDigits`): the image circuit's layout for small grayscale
+  images (MNIST-like): a conditional tree over a pixel's causal neighbours, row and column and its value, coded
+  by wavefronts;
+- digits (``pc-digits-v1``, :class:`TreeModel`): a hidden Chow-Liu tree over all pixels, coded pixel by pixel with
+  exact conditional probabilities (below);
+- natural RGB images of any size (``pc-image-v2``; v1 kept for its files): a hidden Chow-Liu tree over a pixel's
+  context and its colour residuals, coded in raster order by wavefronts (``pc_image``).
 
-Digits model:
+Digits model v1:
 
 For each pixel j (raster order) the decoder needs p(x_j | x_<j). In a tree-shaped circuit this is, up to a
 constant, ``sum_z w_j(z) * leaf_j(z, v)`` where ``w_j`` is the outside message at j's hidden variable times the
@@ -63,6 +66,21 @@ def _freqs(p: np.ndarray) -> np.ndarray:
     idx = np.argmax(p, axis=-1)
     f[np.arange(len(f)), idx] += rest
     return f
+
+
+def _unit_decoders(datas: list[bytes]) -> list:
+    """One range decoder per unit payload (u32 words, nothing after them)."""
+    import constriction
+
+    from ..entropy.coding import _bytes_to_words
+
+    decs = []
+    for data in datas:
+        words, pos = _bytes_to_words(data, 0)
+        if pos != len(data):
+            raise CorruptFile("unexpected bytes after the coded pixels; the file is damaged")
+        decs.append(constriction.stream.queue.RangeDecoder(words))
+    return decs
 
 
 def tree_paths(parent: np.ndarray) -> tuple[list[list[int]], int, list[list[int]]]:
@@ -186,14 +204,7 @@ class TreeModel:
         """Inverse of :meth:`encode_units`: (count, D) uint8 per unit."""
         import constriction
 
-        from ..entropy.coding import _bytes_to_words
-
-        decs = []
-        for data in datas:
-            words, pos = _bytes_to_words(data, 0)
-            if pos != len(data):
-                raise CorruptFile("unexpected bytes after the coded pixels; the file is damaged")
-            decs.append(constriction.stream.queue.RangeDecoder(words))
+        decs = _unit_decoders(datas)
         model = constriction.stream.model.Categorical(perfect=False)
         bounds = np.cumsum([0] + list(counts))
         out = np.zeros((bounds[-1], self.d), np.int64)
@@ -224,6 +235,108 @@ class TreeModel:
         return total
 
 
+def digit_pad(nb) -> int:
+    return max([1] + [max(-dy, abs(dx)) for dy, dx in nb])
+
+
+def digit_contexts(val: np.ndarray, ys: np.ndarray, xs: np.ndarray, nb, shifts, pad: int) -> np.ndarray:
+    """(B * n, len(nb) + 2) contexts of pixels (ys, xs) of every item, item-major rows: each neighbour's value
+    ``>> shift``, then the row and the column. ``val``: (B, H + pad, W + 2 pad) int64 values, zero-padded above and
+    at both sides (a neighbour outside the image reads 0)."""
+    b = len(val)
+    cols = [val[:, pad + ys + dy, pad + xs + dx] >> s for (dy, dx), s in zip(nb, shifts)]
+    cols += [np.broadcast_to(ys, (b, len(ys))), np.broadcast_to(xs, (b, len(xs)))]
+    return np.stack(cols, -1).reshape(b * len(ys), -1)
+
+
+class ContextDigits:
+    """Digits coded by wavefronts with a conditional circuit (``pc-digits-v2``, codec version 3): each pixel's
+    value is the single target of a ``pc_image.CondTree`` whose context variables are its causal neighbours'
+    values (shifted right, 0 outside the image) and its row and column. Wavefront step t holds the pixels with
+    ``2y + x = t``; every neighbour (dy, dx) has ``2 dy + dx < 0``, so it lies on an earlier step, and one step is
+    one batch over all its pixels and all items coded together. Same interface as :class:`TreeModel`."""
+
+    def __init__(self, tree, shape: tuple[int, int], neighbours, shifts):
+        self.tree, self.shape = tree, tuple(shape)
+        self.nb = [(int(dy), int(dx)) for dy, dx in neighbours]
+        self.shifts = [int(s) for s in shifts]
+        self.pad = digit_pad(self.nb)
+        if len(self.nb) != len(self.shifts) or tree.n_ctx != len(self.nb) + 2 or tree.n_targets != 1 \
+                or any(2 * dy + dx >= 0 for dy, dx in self.nb) or not all(0 <= s < 8 for s in self.shifts):
+            raise ValueError("the digits context model's neighbours, shifts and circuit do not fit together")
+
+    def contexts(self, val: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        return digit_contexts(val, ys, xs, self.nb, self.shifts, self.pad)
+
+    def run(self, batch: int, step) -> np.ndarray:
+        """Walk the wavefronts for ``batch`` items; ``step(pixels, probabilities)`` gets a step's flat pixel
+        indices and the (B * n, 256) probabilities of its item-major rows, and returns the (B, n) values."""
+        from .base import wavefront_steps
+        from .pc_image import probabilities
+
+        h, w = self.shape
+        p = self.pad
+        val = np.zeros((batch, h + p, w + 2 * p), np.int64)
+        for ys, xs in wavefront_steps(h, w):
+            out: list = []
+            self.tree.code(self.contexts(val, ys, xs), lambda i, pmf: out.append(step(ys * w + xs, probabilities(pmf))))
+            val[:, p + ys, p + xs] = out[0].reshape(batch, len(ys))
+        return val[:, p:, p : p + w].reshape(batch, h * w)
+
+    def encode_units(self, chunks: list[np.ndarray]) -> list[bytes]:
+        import constriction
+
+        from ..entropy.coding import _words_to_bytes
+
+        x = np.concatenate([np.asarray(c, np.int64) for c in chunks])
+        bounds = np.cumsum([0] + [len(c) for c in chunks])
+        encs = [constriction.stream.queue.RangeEncoder() for _ in chunks]
+        model = constriction.stream.model.Categorical(perfect=False)
+
+        def step(pix, probs):
+            n = len(pix)
+            sym = x[:, pix]
+            for e, a, b in zip(encs, bounds[:-1], bounds[1:]):
+                e.encode(sym[a:b].reshape(-1).astype(np.int32), model, probs[a * n : b * n])
+            return sym
+
+        self.run(len(x), step)
+        return [_words_to_bytes(e.get_compressed()) for e in encs]
+
+    def decode_units(self, datas: list[bytes], counts: list[int]) -> list[np.ndarray]:
+        import constriction
+
+        decs = _unit_decoders(datas)
+        model = constriction.stream.model.Categorical(perfect=False)
+        bounds = np.cumsum([0] + list(counts))
+
+        def step(pix, probs):
+            n = len(pix)
+            sym = np.empty((bounds[-1], n), np.int64)
+            for dec, a, b in zip(decs, bounds[:-1], bounds[1:]):
+                try:
+                    sym[a:b] = dec.decode(model, probs[a * n : b * n]).reshape(b - a, n)
+                except Exception as exc:
+                    raise CorruptFile(f"entropy decoding failed ({exc}); the file is damaged") from None
+            return sym
+
+        out = self.run(int(bounds[-1]), step).astype(np.uint8)
+        return [out[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def bits(self, x: np.ndarray) -> np.ndarray:
+        """Cost of each item in bits under the coded probabilities."""
+        x = np.asarray(x, np.int64)
+        total = np.zeros(len(x))
+
+        def step(pix, probs):
+            sym = x[:, pix]
+            total[:] -= np.log2(probs[np.arange(sym.size), sym.reshape(-1)]).reshape(sym.shape).sum(1)
+            return sym
+
+        self.run(len(x), step)
+        return total
+
+
 def _kind(card) -> str:
     return card.card.get("config", {}).get("kind", "digits")
 
@@ -231,7 +344,7 @@ def _kind(card) -> str:
 @register_codec("pc")
 class PcCodec(Codec):
     codec_id = "pc"
-    version = 2  # 1: digits only; 2 adds natural RGB images (digits files are unchanged)
+    version = 3  # 1: digits (tree over all pixels); 2 adds natural RGB images; 3: digits with a context circuit
     media = ("image",)
     lossless = True
     multi_item = True
@@ -257,10 +370,18 @@ class PcCodec(Codec):
                                 f"(hash {weights_hash.hex()}, installed {card.hash8.hex()})")
         if card.id not in self._models:
             t = zoo.load_tensors_numpy(card)
-            if _kind(card) == "image":
+            cfg = card.card.get("config", {})
+            if _kind(card) == "image" or "neighbours" in cfg:
                 from .pc_image import CondTree
 
-                m = CondTree(*(t[k] for k in ("parent", "prior", "trans", "leaf")))
+                tables = [t[k] for k in ("parent", "prior", "trans", "leaf")]
+                if _kind(card) == "image":
+                    m = CondTree(*tables)
+                else:
+                    tree = CondTree(*tables, n_ctx=len(cfg["neighbours"]) + 2, n_targets=1,
+                                    msg_bits=cfg.get("msg_bits", 12), trans_bits=cfg.get("table_bits", 14),
+                                    leaf_bits=cfg.get("leaf_bits", 16))
+                    m = ContextDigits(tree, tuple(cfg["shape"])[:2], cfg["neighbours"], cfg["shifts"])
             else:
                 m = TreeModel.from_tensors(t, tuple(card.card["config"]["shape"])[:2])
             self._models[card.id] = (card, m)
@@ -306,7 +427,8 @@ class PcCodec(Codec):
             part = firsts[group : group + UNITS_PER_PASS]
             chunks = [flat[f : f + ITEMS_PER_UNIT] for f in part]
             units += [Unit((f, len(c), 0, 0), data) for f, c, data in zip(part, chunks, tm.encode_units(chunks))]
-        header = Header(MediaKind.IMAGE, self.codec_id, 1, (h, w, 1), model_id=card.id,
+        version = 3 if isinstance(tm, ContextDigits) else 1
+        header = Header(MediaKind.IMAGE, self.codec_id, version, (h, w, 1), model_id=card.id,
                         weights_hash=card.hash8, rate_kind=RateKind.NONE, colour=1, entropy_coder=2,
                         items=len(items))
         return Encoded(header, units, {})
@@ -321,7 +443,7 @@ class PcCodec(Codec):
             rgb = np.ascontiguousarray(a if grey is None else np.repeat(grey[:, :, None], 3, 2))
             units.append(Unit((i, rgb.shape[0], rgb.shape[1], int(grey is not None)), pc_image.encode(tree, rgb)))
         h, w = items[0].shape[:2]
-        header = Header(MediaKind.IMAGE, self.codec_id, self.version, (h, w, 3), model_id=card.id,
+        header = Header(MediaKind.IMAGE, self.codec_id, 2, (h, w, 3), model_id=card.id,
                         weights_hash=card.hash8, rate_kind=RateKind.NONE, colour=2, entropy_coder=2,
                         items=len(items))
         return Encoded(header, units, {})
@@ -343,6 +465,8 @@ class PcCodec(Codec):
             return card, m
         if tuple(header.shape) != m.shape + (1,):
             raise CorruptFile(f"header shape {header.shape} does not match model {card.id} ({m.shape})")
+        if (header.codec_version == 3) != isinstance(m, ContextDigits):
+            raise CorruptFile(f"pc codec version {header.codec_version} does not match model {card.id}")
         seen = 0
         for u in units:
             first, count = u.key[0], u.key[1]

@@ -142,34 +142,38 @@ def samples(img: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- the circuit
-def _renorm(v: np.ndarray) -> np.ndarray:
-    """Rows of positive float64 integers scaled by a power of two so that the maximum lies in [2^11, 2^12], then
-    rounded up (exact operations): positive entries stay positive, so no product of messages can vanish (every
-    table entry is >= 1, hence every message entry too)."""
-    out = np.ldexp(v, MSG_BITS - np.frexp(v.max(axis=-1, keepdims=True))[1])  # exact: a power-of-two scaling
+def _renorm(v: np.ndarray, bits: int = MSG_BITS) -> np.ndarray:
+    """Rows of positive float64 integers scaled by a power of two so that the maximum lies in [2^(bits-1),
+    2^bits], then rounded up (exact operations): positive entries stay positive, so no product of messages can
+    vanish (every table entry is >= 1, hence every message entry too)."""
+    out = np.ldexp(v, bits - np.frexp(v.max(axis=-1, keepdims=True))[1])  # exact: a power-of-two scaling
     return np.ceil(out, out=out)
 
 
-def _product(factors: list, limit: int, rows: int, k: int) -> np.ndarray:
+def _product(factors: list, limit: int, rows: int, k: int, msg_bits: int = MSG_BITS) -> np.ndarray:
     """Product of ``(array, bits)`` factors (entries <= 2^bits), left to right; the running product is
-    renormalised (to MSG_BITS) only when the next factor could take it above 2^limit. The product then meets a
-    table: ``limit`` is 39 when the matrix product sums along table rows (``m @ trans^T``: rows sum to 2^14, so
-    results stay <= 2^53), 33 for ``o @ trans`` (columns sum to at most 64 * 2^14) and 31 for ``o @ leaf``
-    (columns sum to at most 64 * 2^16)."""
+    renormalised (to ``msg_bits``) only when the next factor could take it above 2^limit, and once more at the end
+    if it is above 2^limit (never with the image model's 12-bit messages: 12 + 16 <= 31). The product then meets a
+    table: ``limit`` is ``53 - trans_bits`` when the matrix product sums along table rows (``m @ trans^T``: rows
+    sum to 2^trans_bits, so results stay <= 2^53; 39 for 14 bits), ``47 - trans_bits`` for ``o @ trans`` (columns
+    sum to at most 64 * 2^trans_bits; 33) and ``47 - leaf_bits`` for ``o @ leaf`` (columns sum to at most
+    64 * 2^leaf_bits; 31 for 16 bits)."""
     if not factors:
         return np.ones((rows, k))
     m, bits = factors[0]
     for f, fb in factors[1:]:
         if bits + fb > limit:
-            m, bits = _renorm(m), MSG_BITS
+            m, bits = _renorm(m, msg_bits), msg_bits
         m, bits = m * f, bits + fb
-    return m
+    return _renorm(m, msg_bits) if bits > limit else m
 
 
 class CondTree:
-    """Integer hidden Chow-Liu tree; variables ``0 .. N_CTX-1`` are contexts, the last three the targets."""
+    """Integer hidden Chow-Liu tree; variables ``0 .. n_ctx-1`` are contexts, the last ``n_targets`` the targets
+    (images: 17 contexts, the three colour residuals; digits with contexts: ``pc.ContextDigits``)."""
 
-    def __init__(self, parent, prior, trans, leaf):
+    def __init__(self, parent, prior, trans, leaf, n_ctx: int = N_CTX, n_targets: int = 3, msg_bits: int = MSG_BITS,
+                 trans_bits: int = 14, leaf_bits: int = LEAF_BITS):
         self.parent = np.asarray(parent, np.int64)
         self.d = len(self.parent)
         self.prior = np.asarray(prior, np.float64)
@@ -178,27 +182,34 @@ class CondTree:
         self.leaf = np.asarray(leaf, np.float64)  # [n, state, value]
         self.leaf_t = np.ascontiguousarray(self.leaf.transpose(0, 2, 1))
         self.k = self.prior.shape[0]
-        if self.d != N_CTX + 3 or self.leaf.shape[2] < 256 or self.trans.shape != (self.d, self.k, self.k):
+        self.n_ctx, self.n_targets = n_ctx, n_targets
+        self.msg_bits, self.trans_bits, self.leaf_bits = msg_bits, trans_bits, leaf_bits
+        # every product of two factors stays below 2^53, and a message fits the final limit 47 - leaf_bits
+        if not (8 <= msg_bits <= 26 and 8 <= trans_bits <= 16 and 8 <= leaf_bits <= 22
+                and msg_bits <= 47 - leaf_bits):
+            raise ValueError("the circuit's message, table and leaf precisions are out of range")
+        if self.d != n_ctx + n_targets or self.leaf.shape[2] < 256 or self.trans.shape != (self.d, self.k, self.k):
             raise ValueError("the image circuit's tables do not have the expected shapes")
-        if self.k > 64 or max(self.prior.max(), self.trans.max()) > (1 << 14) or self.leaf.max() > (1 << LEAF_BITS) \
-                or min(t.min() for t in (self.prior, self.trans, self.leaf)) < 1:
-            raise ValueError("the image circuit's tables need at most 64 states, prior and trans entries in "
-                             "1..2^14, leaf entries in 1..2^16")
+        if self.k > 64 or max(self.prior.max(), self.trans.max()) > (1 << trans_bits) \
+                or self.leaf.max() > (1 << leaf_bits) or min(t.min() for t in (self.prior, self.trans, self.leaf)) < 1:
+            raise ValueError(f"the circuit's tables need at most 64 states, prior and trans entries in "
+                             f"1..2^{trans_bits}, leaf entries in 1..2^{leaf_bits}")
         from .pc import tree_paths
 
         self.children, self.root, self.paths = tree_paths(self.parent)
         # a context variable at a tree leaf sends a message that depends on its value only: tabulate it
-        self.up_table = {n: _renorm(self.leaf_t[n] @ self.trans_t[n]) for n in range(N_CTX)
+        self.up_table = {n: _renorm(self.leaf_t[n] @ self.trans_t[n], msg_bits) for n in range(n_ctx)
                          if not self.children[n] and n != self.root}
 
     def code(self, ctx: np.ndarray, step) -> None:
-        """For a chunk of pixels with contexts ``ctx`` (N, 17): for each target t in order G, R, B, computes
-        its (N, 256) integer pmf given the contexts and the earlier targets and calls ``step(t, pmf)``, which
-        returns the (N,) symbols (encoder: the known ones; decoder: the decoded ones)."""
-        rows, k = len(ctx), self.k
+        """For a chunk of pixels with contexts ``ctx`` (N, n_ctx): for each target t in order (images: G, R, B),
+        computes its (N, 256) integer pmf given the contexts and the earlier targets and calls ``step(t, pmf)``,
+        which returns the (N,) symbols (encoder: the known ones; decoder: the decoded ones)."""
+        rows, k, mb = len(ctx), self.k, self.msg_bits
+        up_limit, down_limit = 53 - self.trans_bits, 47 - self.trans_bits
         ev: list = [None] * self.d
         up: dict = {}
-        for n in range(N_CTX):
+        for n in range(self.n_ctx):
             if n in self.up_table:
                 up[n] = self.up_table[n][ctx[:, n]]
             else:
@@ -206,21 +217,22 @@ class CondTree:
 
         def get_up(n):
             if n not in up:
-                own = [] if ev[n] is None else [(ev[n], LEAF_BITS)]
-                m = _product(own + [(get_up(c), MSG_BITS) for c in self.children[n]], 39, rows, k)
-                up[n] = _renorm(m @ self.trans_t[n])
+                own = [] if ev[n] is None else [(ev[n], self.leaf_bits)]
+                m = _product(own + [(get_up(c), mb) for c in self.children[n]], up_limit, rows, k, mb)
+                up[n] = _renorm(m @ self.trans_t[n], mb)
             return up[n]
 
-        for i in range(3):
-            t = N_CTX + i
+        for i in range(self.n_targets):
+            t = self.n_ctx + i
             path = self.paths[t]
-            o, bits = np.broadcast_to(self.prior, (rows, k)), 14
+            o, bits = np.broadcast_to(self.prior, (rows, k)), self.trans_bits
             for p, c in zip(path[:-1], path[1:]):
-                own = [] if ev[p] is None else [(ev[p], LEAF_BITS)]
-                m = _product([(o, bits)] + own + [(get_up(g), MSG_BITS) for g in self.children[p] if g != c], 33,
-                             rows, k)
-                o, bits = _renorm(m @ self.trans[c]), MSG_BITS
-            m = _product([(o, bits)] + [(get_up(g), MSG_BITS) for g in self.children[t]], 31, rows, k)
+                own = [] if ev[p] is None else [(ev[p], self.leaf_bits)]
+                m = _product([(o, bits)] + own + [(get_up(g), mb) for g in self.children[p] if g != c], down_limit,
+                             rows, k, mb)
+                o, bits = _renorm(m @ self.trans[c], mb), mb
+            m = _product([(o, bits)] + [(get_up(g), mb) for g in self.children[t]], 47 - self.leaf_bits, rows, k,
+                         mb)
             sym = step(i, m @ self.leaf[t][:, :256])
             ev[t] = self.leaf_t[t][sym]
             for p in path[1:]:  # messages from t's ancestors (and t) now carry its evidence

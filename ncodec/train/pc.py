@@ -232,16 +232,19 @@ def quantize_rows(logp: torch.Tensor, bits: int = TABLE_BITS, floor: int = 0) ->
 
 
 def _write_tables(st: dict, out: Path, model_id: str, floor: int, card_fields: dict, extra_card: dict | None,
-                  leaf_bits: int = TABLE_BITS) -> dict:
-    """Quantised integer tables of a checkpoint -> ``out/model_id.safetensors`` + JSON card (updated in place)."""
+                  leaf_bits: int = TABLE_BITS, trans_bits: int = TABLE_BITS) -> dict:
+    """Quantised integer tables of a checkpoint -> ``out/model_id.safetensors`` + JSON card (updated in place).
+    Rows of 2^14 are stored as int16, rows of 2^16 (entries >= 1, so each below 2^16) as uint16, finer as int32."""
     from safetensors.numpy import save_file
 
     from ..zoo import sha256_file
 
-    tensors = {"parent": st["parent"].numpy().astype(np.int32),
-               **{k: quantize_rows(st[f"log_{k}"], floor=floor).astype(np.int16) for k in ("prior", "trans", "leaf")}}
-    if leaf_bits != TABLE_BITS:
-        tensors["leaf"] = quantize_rows(st["log_leaf"], bits=leaf_bits, floor=floor).astype(np.uint16)
+    def table(name: str, bits: int) -> np.ndarray:
+        dtype = np.int16 if bits < 16 else np.uint16 if bits == 16 else np.int32
+        return quantize_rows(st[f"log_{name}"], bits=bits, floor=floor).astype(dtype)
+
+    tensors = {"parent": st["parent"].numpy().astype(np.int32), "prior": table("prior", trans_bits),
+               "trans": table("trans", trans_bits), "leaf": table("leaf", leaf_bits)}
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{model_id}.safetensors"
     save_file(tensors, str(weights), metadata={"model_id": model_id})
@@ -334,39 +337,53 @@ def image_tree(x: np.ndarray) -> np.ndarray:
     return parent
 
 
-def conditional_loss(model: Hclt, x: torch.Tensor, params) -> torch.Tensor:
-    """Mean bits per pixel of the three residuals given the contexts, -log2 p(targets | contexts), for a batch;
-    ``params`` are log-parameters (differentiable)."""
+def conditional_loss(model: Hclt, x: torch.Tensor, params, n_ctx: int | None = None) -> torch.Tensor:
+    """Mean bits per row of the targets (variables ``n_ctx ..``; images: the three residuals) given the contexts,
+    -log2 p(targets | contexts), for a batch; ``params`` are log-parameters (differentiable)."""
     from ..codecs.pc_image import N_CTX
 
     lp, lt, ll = params
     targets = torch.zeros(model.d, 1, 1, dtype=torch.bool)
-    targets[N_CTX:] = True
+    targets[N_CTX if n_ctx is None else n_ctx :] = True
     summed_out = ll.masked_fill(targets, 0.0)  # target leaves summed out: log p(contexts)
     return (model.log_likelihood(x, [lp, lt, summed_out]) - model.log_likelihood(x, params)).mean() / np.log(2.0)
 
 
-def check_bits(model: Hclt, x: np.ndarray, batch: int = 4000) -> float:
-    """Bits per pixel of the three residuals given the contexts, -log2 p(residuals | contexts), over ``x``."""
+def check_bits(model: Hclt, x: np.ndarray, batch: int = 4000, n_ctx: int | None = None) -> float:
+    """Bits per row of the targets given the contexts, -log2 p(targets | contexts), over ``x``."""
     total = 0.0
     with torch.no_grad():
         for i in range(0, len(x), batch):
             xb = torch.from_numpy(x[i : i + batch].astype(np.int64))
-            total += conditional_loss(model, xb, model.params()).item() * len(xb)
+            total += conditional_loss(model, xb, model.params(), n_ctx).item() * len(xb)
     return float(total / len(x))
 
 
 def train_image(run: Path, iterations: int, data: str | None, hidden: int = 32, batch: int = 2000,
                 threads: int | None = None, log=print, step_size: float = 0.3, alpha: float = 0.01,
                 cond_steps: int = 0, cond_lr: float = 3e-2, cond_batch: int = 4000):
-    """The natural-image circuit (``pc-image``) on rows sampled from ``train/images``; resumable.
-
-    Two phases. EM (``iterations`` passes) maximises the joint likelihood p(contexts, residuals), which spends
-    capacity on modelling the contexts. Then ``cond_steps`` mini-batches of Adam on the conditional likelihood
-    p(residuals | contexts), the quantity the coder pays (parameters as logits, cosine-decayed learning rate,
-    started from the EM solution)."""
+    """The natural-image circuit (``pc-image``) on rows sampled from ``train/images``; resumable (see
+    :func:`train_conditional`)."""
     from .data import corpus_root
 
+    def rows():
+        return image_rows(corpus_root(data) / "train" / "images", log=log)
+
+    return train_conditional(run, rows, image_tree, None, iterations, hidden, batch, threads, log, step_size, alpha,
+                             cond_steps, cond_lr, cond_batch)
+
+
+def train_conditional(run: Path, make_rows, make_tree, n_ctx: int | None, iterations: int, hidden: int, batch: int,
+                      threads: int | None, log, step_size: float, alpha: float, cond_steps: int, cond_lr: float,
+                      cond_batch: int, em_rows: int | None = None, init_rows: int = 20000):
+    """A conditional circuit p(targets | contexts) on the rows ``make_rows()`` returns (train, check; cached in
+    the run folder; the first ``init_rows`` initialise the circuit's clusters), with the tree ``make_tree(rows)``;
+    resumable.
+
+    Two phases. EM (``iterations`` passes, each over ``em_rows`` random rows or all of them) maximises the joint
+    likelihood p(contexts, targets), which spends capacity on modelling the contexts. Then ``cond_steps``
+    mini-batches of Adam on the conditional likelihood p(targets | contexts), the quantity the coder pays
+    (parameters as logits, cosine-decayed learning rate, started from the EM solution)."""
     if threads:
         torch.set_num_threads(threads)
     run.mkdir(parents=True, exist_ok=True)
@@ -375,7 +392,7 @@ def train_image(run: Path, iterations: int, data: str | None, hidden: int = 32, 
         z = np.load(rows)
         x, xc = z["train"], z["check"]
     else:
-        x, xc = image_rows(corpus_root(data) / "train" / "images", log=log)
+        x, xc = make_rows()
         np.savez(rows, train=x, check=xc)
     log(f"{len(x)} training rows, {len(xc)} check rows")
     ckpt = run / "checkpoint.pt"
@@ -390,8 +407,8 @@ def train_image(run: Path, iterations: int, data: str | None, hidden: int = 32, 
         it = int(saved["iteration"])
         log(f"resumed from {ckpt} at iteration {it}, conditional step {int(st.get('cond_step', 0))}")
     else:
-        parent = image_tree(x[:200000])
-        model = Hclt(parent, hidden, data=x[:20000])
+        parent = make_tree(x[:200000])
+        model = Hclt(parent, hidden, data=x[:init_rows])
         it = 0
         log(f"tree (parent of each variable): {parent.tolist()}")
     meta = {"hidden": model.k, "rows": len(x)}
@@ -404,11 +421,12 @@ def train_image(run: Path, iterations: int, data: str | None, hidden: int = 32, 
     while it < iterations:
         t0 = time.time()
         full = it == iterations - 1  # the last pass is plain EM (settles the stochastic steps)
-        order = np.random.default_rng(it).permutation(len(x))
-        bpd = model.em_step(x if full else x[order], batch, alpha, alpha, None if full else step_size)
+        order = np.random.default_rng(it).permutation(len(x))[:em_rows]
+        rows_it = x[order] if not full else x if em_rows is None else x[np.sort(order)]
+        bpd = model.em_step(rows_it, batch, alpha, alpha, None if full else step_size)
         it += 1
-        bits = check_bits(model, xc)
-        log(f"iteration {it}/{iterations}: train {bpd:.4f} bits/variable, check {bits:.3f} bits/pixel "
+        bits = check_bits(model, xc, n_ctx=n_ctx)
+        log(f"iteration {it}/{iterations}: train {bpd:.4f} bits/variable, check {bits:.4f} bits/row "
             f"({time.time() - t0:.0f} s)")
         st = {"check_bpp": float(bits), "em_check_bpp": float(bits)}
         save(st)
@@ -427,23 +445,99 @@ def train_image(run: Path, iterations: int, data: str | None, hidden: int = 32, 
             g["lr"] = float(cond_lr * 0.5 * (1.0 + np.cos(np.pi * step / cond_steps)))
         a = (step % per_pass) * cond_batch
         xb = torch.from_numpy(x[order[a : a + cond_batch]].astype(np.int64))
-        loss = conditional_loss(model, xb, [p.log_softmax(-1) for p in params])
+        loss = conditional_loss(model, xb, [p.log_softmax(-1) for p in params], n_ctx)
         opt.zero_grad()
         loss.backward()
         opt.step()
         step += 1
         seen += loss.item()
         if step % 100 == 0:
-            log(f"conditional step {step}/{cond_steps}: train {seen / 100:.3f} bits/pixel ({time.time() - t0:.0f} s)")
+            log(f"conditional step {step}/{cond_steps}: train {seen / 100:.4f} bits/row ({time.time() - t0:.0f} s)")
             seen = 0.0
-        if step % 300 == 0 or step == cond_steps:  # check bits (290k rows) and a checkpoint
+        if step % 300 == 0 or step == cond_steps:  # check bits and a checkpoint
             with torch.no_grad():
                 model.log_prior, model.log_trans, model.log_leaf = (p.log_softmax(-1) for p in params)
-            bits = check_bits(model, xc)
-            log(f"conditional step {step}/{cond_steps}: check {bits:.3f} bits/pixel")
+            bits = check_bits(model, xc, n_ctx=n_ctx)
+            log(f"conditional step {step}/{cond_steps}: check {bits:.4f} bits/row")
             st = {**st, "check_bpp": float(bits), "cond_step": step, "adam": opt.state_dict()}
             save(st)
     return model
+
+
+# ------------------------------------------------------------------------------------------- digits, conditional
+# causal neighbours (dy, dx) of a digit pixel, all with 2 dy + dx < 0 (earlier wavefront steps), and the right
+# shift of each one's value in its context variable (the nearest four keep 32 levels, the rest 16)
+DIGIT_NEIGHBOURS = [(0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-2, 1), (-2, -1), (-1, -2), (0, -3),
+                    (-3, 0), (-2, 2), (-1, -3), (-3, 1)]
+DIGIT_SHIFTS = [3, 3, 3, 3] + [4] * 10
+CHECK_ITEMS = 500  # training items 7500..7999 give the check bits; 0..7499 are fitted
+# integer precision of the exported digits circuit: prior/trans rows of 2^16, leaf rows of 2^20, messages of 24
+# bits. Measured on items 7500..7699 (bits/dim): float model 1.158; 14-bit tables + 16-bit leaves 1.182 (float
+# evaluation), coded with 12-bit messages (the image model's) 1.233, 16-bit 1.190, 20-bit 1.183, 24-bit 1.1825
+DIGIT_TABLE_BITS, DIGIT_LEAF_BITS, DIGIT_MSG_BITS = 16, 20, 24
+
+
+def digit_rows(imgs: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Every pixel of (N, H, W) uint8 digits as a row of its contexts and its value (rows shuffled)."""
+    from ..codecs.pc import digit_contexts, digit_pad
+
+    n, h, w = imgs.shape
+    pad = digit_pad(DIGIT_NEIGHBOURS)
+    val = np.zeros((n, h + pad, w + 2 * pad), np.int64)
+    val[:, pad:, pad : pad + w] = imgs
+    ys, xs = np.divmod(np.arange(h * w), w)
+    ctx = digit_contexts(val, ys, xs, DIGIT_NEIGHBOURS, DIGIT_SHIFTS, pad)
+    rows = np.concatenate([ctx, imgs.reshape(-1, 1).astype(np.int64)], 1).astype(np.int16)
+    return rows[np.random.default_rng(seed).permutation(len(rows))]
+
+
+def digits_tree(x: np.ndarray) -> np.ndarray:
+    """Chow-Liu tree over the digit rows' variables (value binned to 16 levels for the MI), rooted at the value."""
+    from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
+
+    q = x.astype(np.int64)
+    q[:, -1] >>= 4
+    mi = mutual_information(q)
+    cost = (mi.max() + 1.0) - mi
+    np.fill_diagonal(cost, 0.0)
+    mst = minimum_spanning_tree(cost)
+    adj = ((mst + mst.T) > 0).astype(np.float64)
+    target = x.shape[1] - 1
+    _, pred = breadth_first_order(adj, target, directed=False)
+    parent = np.where(pred < 0, -1, pred).astype(np.int64)
+    parent[target] = -1
+    return parent
+
+
+def train_digits_context(run: Path, iterations: int, data: str | None, hidden: int = 32, batch: int = 4000,
+                         threads: int | None = None, log=print, cond_steps: int = 3000, cond_lr: float = 3e-2,
+                         cond_batch: int = 4000, em_rows: int | None = 2_000_000):
+    """``pc-digits-v2``: the conditional circuit p(pixel | causal neighbours, row, column) on MNIST test images
+    0..7499 (7500..7999 give the check bits; 8000..9999 stay for the benchmark); resumable."""
+    from .data import corpus_root
+
+    def rows():
+        imgs = load_mnist(corpus_root(data) / "eval" / "mnist")[:TRAIN_ITEMS]
+        return digit_rows(imgs[: TRAIN_ITEMS - CHECK_ITEMS]), digit_rows(imgs[TRAIN_ITEMS - CHECK_ITEMS :])
+
+    return train_conditional(run, rows, digits_tree, len(DIGIT_NEIGHBOURS) + 2, iterations, hidden, batch, threads,
+                             log, 0.3, 0.01, cond_steps, cond_lr, cond_batch, em_rows=em_rows)
+
+
+def export_digits_context(run: Path, out: Path, model_id: str = "pc-digits-v2", extra_card: dict | None = None,
+                          shape=(28, 28)) -> dict:
+    """Conditional digits checkpoint -> integer tables (every entry >= 1) + JSON card with the contexts."""
+
+    st = torch.load(run / "checkpoint.pt", weights_only=True)
+    return _write_tables(st, out, model_id, 1, {
+        "config": {"kind": "digits", "shape": [*shape, 1], "hidden": int(st["hidden"]),
+                   "neighbours": [list(v) for v in DIGIT_NEIGHBOURS], "shifts": DIGIT_SHIFTS,
+                   "table_bits": DIGIT_TABLE_BITS, "leaf_bits": DIGIT_LEAF_BITS, "msg_bits": DIGIT_MSG_BITS},
+        "training": {"iterations": int(st["iteration"]), "conditional_steps": int(st.get("cond_step", 0)),
+                     "rows": int(st["rows"]), "items": TRAIN_ITEMS - CHECK_ITEMS,
+                     "check_bits_per_dim": round(float(st["check_bpp"]), 4),
+                     "check_bits_per_dim_after_em": round(float(st.get("em_check_bpp", st["check_bpp"])), 4)}},
+        extra_card, leaf_bits=DIGIT_LEAF_BITS, trans_bits=DIGIT_TABLE_BITS)
 
 
 def export_image(run: Path, out: Path, model_id: str = "pc-image-v2", extra_card: dict | None = None) -> dict:
