@@ -227,3 +227,24 @@ def test_context_digits_training_and_codec(tmp_path, digits, monkeypatch):
     float_bits = pc_train.check_bits(model, pc_train.digit_rows(digits[60:70]), n_ctx=n_ctx) * 7840
     int_bits = _codec("pc").model("pc-digits-tiny")[1].bits(digits[60:70].reshape(10, -1)).sum()
     assert abs(int_bits - float_bits) < 0.03 * float_bits  # integer tables cost < 3 % over the float model
+
+
+def test_bench_digits_counts_file_bytes(tmp_path, digits):
+    """The digits benchmark on a small IDX file: pc as one set file, PNG per digit and tiled, all exact."""
+    import gzip
+    import json
+
+    from ncodec.bench.digits import run_digits
+
+    data = tmp_path / "mnist"
+    data.mkdir()
+    raw = np.array([2051, 12, 28, 28], ">u4").tobytes() + digits[:12].tobytes()
+    with gzip.open(data / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(raw)
+    out = tmp_path / "out"
+    summary = run_digits(["pc", "png"], data, out, start=2, count=8)
+    pc, png = summary["codecs"]["pc"], summary["codecs"]["png"]
+    assert pc["exact"] and png["exact"]
+    assert pc["bits_per_dim"] == 8 * pc["file_bytes"] / (8 * 784) > pc["bits_per_dim_without_names"]
+    assert "pc-digits-v2" in pc["setting"] and png["tiled_bits_per_dim"] < png["bits_per_dim"]
+    assert json.loads((out / "results.json").read_text())["codecs"]["pc"]["file_bytes"] == pc["file_bytes"]
