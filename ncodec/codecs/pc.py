@@ -68,8 +68,8 @@ def _freqs(p: np.ndarray) -> np.ndarray:
     return f
 
 
-def _unit_decoders(datas: list[bytes]) -> list:
-    """One range decoder per unit payload (u32 words, nothing after them)."""
+def _unit_decoders(datas: list[bytes]) -> tuple[list, object]:
+    """One range decoder per unit payload (u32 words, nothing after them), and the categorical model family."""
     import constriction
 
     from ..entropy.coding import _bytes_to_words
@@ -80,7 +80,7 @@ def _unit_decoders(datas: list[bytes]) -> list:
         if pos != len(data):
             raise CorruptFile("unexpected bytes after the coded pixels; the file is damaged")
         decs.append(constriction.stream.queue.RangeDecoder(words))
-    return decs
+    return decs, constriction.stream.model.Categorical(perfect=False)
 
 
 def tree_paths(parent: np.ndarray) -> tuple[list[list[int]], int, list[list[int]]]:
@@ -202,10 +202,7 @@ class TreeModel:
 
     def decode_units(self, datas: list[bytes], counts: list[int]) -> list[np.ndarray]:
         """Inverse of :meth:`encode_units`: (count, D) uint8 per unit."""
-        import constriction
-
-        decs = _unit_decoders(datas)
-        model = constriction.stream.model.Categorical(perfect=False)
+        decs, model = _unit_decoders(datas)
         bounds = np.cumsum([0] + list(counts))
         out = np.zeros((bounds[-1], self.d), np.int64)
 
@@ -304,10 +301,7 @@ class ContextDigits:
         return [_words_to_bytes(e.get_compressed()) for e in encs]
 
     def decode_units(self, datas: list[bytes], counts: list[int]) -> list[np.ndarray]:
-        import constriction
-
-        decs = _unit_decoders(datas)
-        model = constriction.stream.model.Categorical(perfect=False)
+        decs, model = _unit_decoders(datas)
         bounds = np.cumsum([0] + list(counts))
 
         def step(pix, probs):
