@@ -365,19 +365,20 @@ class PcCodec(Codec):
         if card.id not in self._models:
             t = zoo.load_tensors_numpy(card)
             cfg = card.card.get("config", {})
-            if _kind(card) == "image" or "neighbours" in cfg:
+            tables = [t[k] for k in ("parent", "prior", "trans", "leaf")]
+            if _kind(card) == "image":
                 from .pc_image import CondTree
 
-                tables = [t[k] for k in ("parent", "prior", "trans", "leaf")]
-                if _kind(card) == "image":
-                    m = CondTree(*tables)
-                else:
-                    tree = CondTree(*tables, n_ctx=len(cfg["neighbours"]) + 2, n_targets=1,
-                                    msg_bits=cfg.get("msg_bits", 12), trans_bits=cfg.get("table_bits", 14),
-                                    leaf_bits=cfg.get("leaf_bits", 16))
-                    m = ContextDigits(tree, tuple(cfg["shape"])[:2], cfg["neighbours"], cfg["shifts"])
+                m = CondTree(*tables)
+            elif "neighbours" in cfg:  # digits with a context circuit (codec version 3)
+                from .pc_image import CondTree
+
+                tree = CondTree(*tables, n_ctx=len(cfg["neighbours"]) + 2, n_targets=1,
+                                msg_bits=cfg.get("msg_bits", 12), trans_bits=cfg.get("table_bits", 14),
+                                leaf_bits=cfg.get("leaf_bits", 16))
+                m = ContextDigits(tree, tuple(cfg["shape"])[:2], cfg["neighbours"], cfg["shifts"])
             else:
-                m = TreeModel.from_tensors(t, tuple(card.card["config"]["shape"])[:2])
+                m = TreeModel(*tables, shape=tuple(cfg["shape"])[:2])
             self._models[card.id] = (card, m)
         return self._models[card.id]
 

@@ -317,24 +317,30 @@ def mutual_information(q: np.ndarray) -> np.ndarray:
     return mi
 
 
-def image_tree(x: np.ndarray) -> np.ndarray:
-    """Chow-Liu tree over the image variables (binned for the MI estimate), rooted at the green target."""
+def mi_tree(q: np.ndarray, root: int) -> np.ndarray:
+    """Parent array of the maximum-mutual-information spanning tree over the columns of the small-integer (N, D)
+    array ``q``, rooted at column ``root``."""
     from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
 
-    from ..codecs.pc_image import N_CTX, SIGNED
-
-    q = x.copy()
-    q[:, :N_CTX] = np.where(SIGNED, np.abs(x[:, :N_CTX] - 15), x[:, :N_CTX]) // 2  # magnitudes of the bins
-    q[:, N_CTX:] = np.minimum(np.abs(x[:, N_CTX:] - 128), 41) // 6
     mi = mutual_information(q)
     cost = (mi.max() + 1.0) - mi
     np.fill_diagonal(cost, 0.0)
     mst = minimum_spanning_tree(cost)
     adj = ((mst + mst.T) > 0).astype(np.float64)
-    _, pred = breadth_first_order(adj, N_CTX, directed=False)
+    _, pred = breadth_first_order(adj, root, directed=False)
     parent = np.where(pred < 0, -1, pred).astype(np.int64)
-    parent[N_CTX] = -1
+    parent[root] = -1
     return parent
+
+
+def image_tree(x: np.ndarray) -> np.ndarray:
+    """Chow-Liu tree over the image variables (binned for the MI estimate), rooted at the green target."""
+    from ..codecs.pc_image import N_CTX, SIGNED
+
+    q = x.copy()
+    q[:, :N_CTX] = np.where(SIGNED, np.abs(x[:, :N_CTX] - 15), x[:, :N_CTX]) // 2  # magnitudes of the bins
+    q[:, N_CTX:] = np.minimum(np.abs(x[:, N_CTX:] - 128), 41) // 6
+    return mi_tree(q, N_CTX)
 
 
 def conditional_loss(model: Hclt, x: torch.Tensor, params, n_ctx: int | None = None) -> torch.Tensor:
@@ -422,8 +428,9 @@ def train_conditional(run: Path, make_rows, make_tree, n_ctx: int | None, iterat
         t0 = time.time()
         full = it == iterations - 1  # the last pass is plain EM (settles the stochastic steps)
         order = np.random.default_rng(it).permutation(len(x))[:em_rows]
-        rows_it = x[order] if not full else x if em_rows is None else x[np.sort(order)]
-        bpd = model.em_step(rows_it, batch, alpha, alpha, None if full else step_size)
+        if full:  # plain EM: the rows in their stored order
+            order = np.sort(order) if em_rows is not None else slice(None)
+        bpd = model.em_step(x[order], batch, alpha, alpha, None if full else step_size)
         it += 1
         bits = check_bits(model, xc, n_ctx=n_ctx)
         log(f"iteration {it}/{iterations}: train {bpd:.4f} bits/variable, check {bits:.4f} bits/row "
@@ -493,20 +500,9 @@ def digit_rows(imgs: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def digits_tree(x: np.ndarray) -> np.ndarray:
     """Chow-Liu tree over the digit rows' variables (value binned to 16 levels for the MI), rooted at the value."""
-    from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
-
     q = x.astype(np.int64)
     q[:, -1] >>= 4
-    mi = mutual_information(q)
-    cost = (mi.max() + 1.0) - mi
-    np.fill_diagonal(cost, 0.0)
-    mst = minimum_spanning_tree(cost)
-    adj = ((mst + mst.T) > 0).astype(np.float64)
-    target = x.shape[1] - 1
-    _, pred = breadth_first_order(adj, target, directed=False)
-    parent = np.where(pred < 0, -1, pred).astype(np.int64)
-    parent[target] = -1
-    return parent
+    return mi_tree(q, x.shape[1] - 1)
 
 
 def train_digits_context(run: Path, iterations: int, data: str | None, hidden: int = 32, batch: int = 4000,
