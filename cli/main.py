@@ -593,6 +593,9 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 @click.option("--extra", multiple=True, help="rvq: more audio folders to train on (repeatable), e.g. Debian's "
               "wesnoth-1.16-music unpacked (see docs/training.md).")
 @click.option("--groups", default=1, show_default=True, help="rvq: 1 residual VQ, G > 1 group-residual VQ.")
+@click.option("--head-frames", default=1, show_default=True,
+              help="rvq: STFT frames the decoder predicts per 20 ms latent frame (iSTFT size 1280 / H); with "
+                   "--init, a new decoder head on the model's networks.")
 @click.option("--ste-after", default=None, type=int,
               help="walloc: step from which the rate term uses rounded symbols instead of noise (default: never).")
 @click.option("--lambda-scale", default=1.0, show_default=True,
@@ -606,7 +609,7 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
               help="walloc-context: id of the model written to --export (default folder: models).")
 @click.pass_context
 def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr, ste_after, lambda_scale, extra,
-          groups, export_to, init, base, model_id):
+          groups, head_frames, export_to, init, base, model_id):
     """Train (or resume) a model recipe; checkpoints go to --run.
 
     walloc-context fits the integer causal context model of an image model (no network training: same pixels,
@@ -638,7 +641,8 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
 
             log = lambda m: click.echo(m, err=True)  # noqa: E731
             rvq.train(Path(run_dir), steps or 9000, data, batch=batch or 16, crop=crop or 16000, lr=lr or 6e-4,
-                      extra=extra, config={"groups": groups, "n_q": 24 // groups}, log=log, init=init)
+                      extra=extra, config={"groups": groups, "n_q": 24 // groups, "head_frames": head_frames,
+                                           "n_fft": 1280 // head_frames}, log=log, init=init)
             if export_to:
                 card = rvq.export(Path(run_dir), Path(export_to), data=data, extra=extra, log=log)
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)

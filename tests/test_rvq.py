@@ -40,6 +40,16 @@ def tiny(tmp_path_factory, monkeypatch):
     return card
 
 
+def _speech_corpus(root) -> str:
+    """A corpus folder with one 2 s speech file (enough for training steps on 0.2 s crops)."""
+    import soundfile as sf
+
+    speech = root / "corpus" / "train" / "audio" / "speech"
+    speech.mkdir(parents=True)
+    sf.write(speech / "a.flac", _signal(16000, 1, 2)[:, 0], 16000)
+    return str(root / "corpus")
+
+
 def _signal(rate, channels, seconds, seed=0):
     rng = np.random.default_rng(seed)
     t = np.arange(int(rate * seconds)) / rate
@@ -202,17 +212,13 @@ def test_training_resumes_and_exports(tmp_path):
 
 def test_training_starts_from_a_shipped_model(tmp_path):
     """--init: a new run takes the networks (and configuration) of an exported model."""
-    import soundfile as sf
     import torch
 
     from ncodec.train import rvq
 
     card = _tiny_model(tmp_path, "rvq-audio-init")
-    speech = tmp_path / "corpus" / "train" / "audio" / "speech"
-    speech.mkdir(parents=True)
-    sf.write(speech / "a.flac", _signal(16000, 1, 2)[:, 0], 16000)
     logs = []
-    model, step = rvq.train(tmp_path / "run2", 0, str(tmp_path / "corpus"), batch=2, crop=3200, log=logs.append,
+    model, step = rvq.train(tmp_path / "run2", 0, _speech_corpus(tmp_path), batch=2, crop=3200, log=logs.append,
                             init=str(tmp_path / card["file"]))
     assert step == 0 and any("initialised from" in m for m in logs)
     from safetensors.torch import load_file
@@ -221,3 +227,49 @@ def test_training_starts_from_a_shipped_model(tmp_path):
     got = model.state_dict()
     assert model.cfg.n_q == TINY["n_q"]
     assert all(torch.equal(got[k[4:]], v.float()) for k, v in shipped.items() if k.startswith("net."))
+
+
+def test_init_with_a_new_decoder_head(tmp_path):
+    """--init with --head-frames 2: everything but the decoder head comes from the model; the new head predicts
+    two STFT frames (half the size, half the hop) per latent frame and the output keeps its length. Any other
+    change of shape is refused."""
+    import torch
+
+    from ncodec.errors import BadInput
+    from ncodec.train import rvq
+
+    card = _tiny_model(tmp_path, "rvq-audio-head")
+    corpus, logs = _speech_corpus(tmp_path), []
+    model, _ = rvq.train(tmp_path / "run", 0, corpus, batch=2, crop=3200, log=logs.append,
+                         init=str(tmp_path / card["file"]), config={"head_frames": 2, "n_fft": 640})
+    assert any("new: decoder.head.bias, decoder.head.weight" in m for m in logs)
+    from safetensors.torch import load_file
+
+    shipped = {k[4:]: v.float() for k, v in load_file(str(tmp_path / card["file"])).items() if k.startswith("net.")}
+    got = model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in shipped.items() if not k.startswith("decoder.head."))
+    assert got["decoder.head.weight"].shape[0] == 2 * (640 + 2)
+    with torch.no_grad():
+        y, _ = model(torch.zeros(1, 1, 7 * 320), torch.tensor([TINY["n_q"]]))
+    assert y.shape == (1, 1, 7 * 320)
+    with pytest.raises(BadInput, match="only the decoder head"):
+        rvq.train(tmp_path / "run3", 0, corpus, batch=2, crop=3200, log=logs.append,
+                  init=str(tmp_path / card["file"]), config={"latent": 2 * TINY["latent"]})
+
+
+def test_phase_aware_loss_sees_what_magnitudes_cannot():
+    """A copy with every STFT phase turned by a quarter cycle (the Hilbert transform) has the magnitudes of
+    the original: mel and magnitude terms stay near zero, the compressed complex term does not."""
+    import torch
+    from scipy.signal import hilbert
+
+    from ncodec.train.rvq import SHORT_SIZES, SpectralLoss
+
+    x = torch.from_numpy(_signal(16000, 1, 1)[:, 0])[None]
+    turned = torch.from_numpy(np.imag(hilbert(x[0].numpy())).astype(np.float32))[None]
+    loss = SpectralLoss(16000, SHORT_SIZES, (256, 512))
+    mel0, mag0, c0 = loss(x, x)
+    mel, mag, c = loss(turned, x)
+    assert float(c0) == 0 and float(mel0) == 0
+    assert float(mel) < 0.02 and float(c) > 10 * float(mel)
+    assert SpectralLoss(16000)(turned, x)[2] == 0  # without complex sizes the term is off

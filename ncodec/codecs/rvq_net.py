@@ -57,6 +57,7 @@ class RvqConfig(CodeRates):
     n_q: int = 24  # codebooks per group at the highest rate
     codebook_size: int = 1024
     code_dim: int = 8
+    head_frames: int = 1  # STFT frames the decoder predicts per latent frame (hop / head_frames apart)
 
 
 
@@ -101,19 +102,20 @@ class Decoder(nn.Module):
         self.inp = nn.Conv1d(cfg.latent, cfg.dec_dim, 3, padding=1)
         self.blocks = nn.Sequential(*[ConvNeXt(cfg.dec_dim) for _ in range(cfg.dec_blocks)])
         self.norm = nn.LayerNorm(cfg.dec_dim)
-        self.head = nn.Linear(cfg.dec_dim, cfg.n_fft + 2)
+        self.head = nn.Linear(cfg.dec_dim, cfg.head_frames * (cfg.n_fft + 2))
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
     def forward(self, q):
         """q: (B, latent, N) -> (B, 1, N * hop)."""
         cfg = self.cfg
         h = self.blocks(self.inp(q))
-        spec = self.head(self.norm(h.transpose(1, 2)))  # (B, N, n_fft + 2)
+        spec = self.head(self.norm(h.transpose(1, 2)))  # (B, N, head_frames * (n_fft + 2))
+        spec = spec.reshape(spec.shape[0], -1, cfg.n_fft + 2)  # (B, N * head_frames, n_fft + 2)
         bins = cfg.n_fft // 2 + 1
         mag = torch.exp(spec[..., :bins].clamp(max=10.0))
         phase = spec[..., bins:]
-        frames = torch.fft.irfft(torch.polar(mag, phase), n=cfg.n_fft) * self.window  # (B, N, n_fft)
-        return _overlap_add(frames, self.window, cfg.hop)
+        frames = torch.fft.irfft(torch.polar(mag, phase), n=cfg.n_fft) * self.window
+        return _overlap_add(frames, self.window, cfg.hop // cfg.head_frames)
 
 
 def _overlap_add(frames: torch.Tensor, window: torch.Tensor, hop: int) -> torch.Tensor:

@@ -21,6 +21,8 @@ from ..codecs.rvq_net import RvqConfig, RvqNet
 from .data import AUDIO_EXT, corpus_root
 
 STFT_SIZES = (512, 1024, 2048)
+SHORT_SIZES = (128, 256)  # optional magnitude-only sizes for time precision (train(short=...))
+COMPLEX_SIZES = (256, 512, 1024)  # sizes of the optional phase-aware term (train(complex_weight=...))
 
 
 def load_clips(folders: list[Path], rate: int, cache: Path | None = None, log=print) -> dict[str, list[np.ndarray]]:
@@ -91,24 +93,39 @@ def _mel_fb(n_fft: int, n_mels: int, rate: int) -> torch.Tensor:
 
 
 class SpectralLoss(torch.nn.Module):
-    def __init__(self, rate: int):
+    """Log-mel L1 on the STFT sizes of ``STFT_SIZES``; log-magnitude L1 + spectral convergence on those and
+    the short sizes ``short`` (time precision: a 2048-point window cannot see a 10 ms onset); and a
+    phase-aware term on the ``complex_sizes``: L1 between the power-law compressed complex spectra
+    |S|^0.3 e^(i phase) (as speech enhancement uses), which no magnitude loss provides."""
+
+    def __init__(self, rate: int, short: tuple[int, ...] = (), complex_sizes: tuple[int, ...] = ()):
         super().__init__()
-        for n in STFT_SIZES:
+        self.short, self.complex_sizes = tuple(short), tuple(complex_sizes)
+        for n in sorted(set(STFT_SIZES + self.short + self.complex_sizes)):
             self.register_buffer(f"win{n}", torch.hann_window(n), persistent=False)
+        for n in STFT_SIZES:
             self.register_buffer(f"mel{n}", _mel_fb(n, n // 16 + 32, rate), persistent=False)
 
+    def _stft(self, a, n):
+        return torch.stft(a, n, n // 4, window=getattr(self, f"win{n}"), return_complex=True)
+
     def forward(self, y, x):
-        """y: decoded, x: reference (B, T) -> (mel L1, log-mag L1 + spectral convergence)."""
-        mel, mag = 0.0, 0.0
-        for n in STFT_SIZES:
-            w = getattr(self, f"win{n}")
-            sy = torch.stft(y, n, n // 4, window=w, return_complex=True).abs()
-            sx = torch.stft(x, n, n // 4, window=w, return_complex=True).abs()
-            fb = getattr(self, f"mel{n}")
-            mel = mel + F.l1_loss(torch.log10(fb @ sy + 1e-5), torch.log10(fb @ sx + 1e-5))
+        """y: decoded, x: reference (B, T) -> (mel L1, log-mag L1 + spectral convergence, compressed complex L1)."""
+        mel, mag, cplx = 0.0, 0.0, torch.zeros(())
+        for n in STFT_SIZES + self.short:
+            cy, cx = self._stft(y, n), self._stft(x, n)
+            sy, sx = cy.abs(), cx.abs()
+            if n in STFT_SIZES:
+                fb = getattr(self, f"mel{n}")
+                mel = mel + F.l1_loss(torch.log10(fb @ sy + 1e-5), torch.log10(fb @ sx + 1e-5))
             mag = mag + F.l1_loss(torch.log(sy + 1e-5), torch.log(sx + 1e-5)) + \
                 torch.linalg.norm(sy - sx) / torch.linalg.norm(sx).clamp_min(1e-5)
-        return mel / len(STFT_SIZES), mag / len(STFT_SIZES)
+        for n in self.complex_sizes:
+            cy, cx = self._stft(y, n), self._stft(x, n)
+            py = cy * (cy.abs() + 1e-7).pow(-0.7)  # |S|^0.3 e^(i phase)
+            px = cx * (cx.abs() + 1e-7).pow(-0.7)
+            cplx = cplx + (py - px).abs().mean()
+        return mel / len(STFT_SIZES), mag / len(STFT_SIZES + self.short), cplx / max(len(self.complex_sizes), 1)
 
 
 def _safetensors_config(path: str) -> str:
@@ -126,9 +143,12 @@ def default_folders(data: str | None, extra: tuple[str, ...] = ()) -> list[Path]
 
 def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 16000, lr: float = 6e-4,
           save_every: int = 250, threads: int | None = None, log=print, extra: tuple[str, ...] = (),
-          config: dict | None = None, init: str | None = None):
+          config: dict | None = None, init: str | None = None, short: tuple[int, ...] = (),
+          complex_weight: float = 0.0):
     """Train (or resume ``run``). ``init``: a shipped model's safetensors to start a new run from (its
-    networks; fresh optimiser), so training continues across machines where run folders are not kept."""
+    networks; fresh optimiser), so training continues across machines where run folders are not kept.
+    ``short`` (e.g. ``SHORT_SIZES``) and ``complex_weight`` (> 0: the phase-aware term on ``COMPLEX_SIZES``)
+    add the optional terms of :class:`SpectralLoss`; rvq-audio-v1 was trained without them."""
     if threads:
         torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -137,12 +157,12 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
     state = torch.load(ckpt, map_location=device, weights_only=True) if ckpt.exists() else None
     if state:
         cfg = RvqConfig(**state["config"])
-    elif init:  # the configuration the model was exported with
-        cfg = RvqConfig(**json.loads(_safetensors_config(init)))
+    elif init:  # the configuration the model was exported with, ``config`` on top (e.g. a new decoder head)
+        cfg = RvqConfig(**{**json.loads(_safetensors_config(init)), **(config or {})})
     else:
         cfg = RvqConfig(**(config or {}))
     model = RvqNet(cfg).to(device)
-    spec = SpectralLoss(cfg.rate).to(device)
+    spec = SpectralLoss(cfg.rate, short, COMPLEX_SIZES if complex_weight else ()).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.8, 0.99), weight_decay=0.0)
     step = 0
     if state:
@@ -153,9 +173,16 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
     elif init:
         from safetensors.torch import load_file
 
-        weights = load_file(init)
-        model.load_state_dict({k[4:]: v.float() for k, v in weights.items() if k.startswith("net.")})
-        log(f"initialised from {init}")
+        weights = {k[4:]: v.float() for k, v in load_file(init).items() if k.startswith("net.")}
+        own = model.state_dict()
+        fresh = sorted(k for k, v in own.items() if k not in weights or weights[k].shape != v.shape)
+        if any(not k.startswith("decoder.head.") for k in fresh):
+            from ..errors import BadInput
+
+            raise BadInput(f"--init {init} does not fit this configuration ({', '.join(fresh[:3])}); only the "
+                           f"decoder head (--head-frames) may change")
+        model.load_state_dict({k: v for k, v in weights.items() if k not in fresh}, strict=False)
+        log(f"initialised from {init}" + (f" (new: {', '.join(fresh)})" if fresh else ""))
     clips = load_clips(default_folders(data, extra), cfg.rate, run / "clips.npz", log=log)
     log(f"{len(clips['speech'])} speech + {len(clips['music'])} music clips "
         f"({sum(map(len, clips['speech'])) / cfg.rate / 60:.0f} + {sum(map(len, clips['music'])) / cfg.rate / 60:.0f}"
@@ -172,18 +199,18 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
         n_active = torch.randint(1, cfg.n_q + 1, (batch,), generator=gen)
         n_active = torch.where(torch.rand(batch, generator=gen) < 0.6, n_active, cfg.n_q).to(device)
         y, vq_loss = model(x[:, None], n_active)
-        mel, mag = spec(y[:, 0], x)
-        loss = 15 * mel + mag + vq_loss
+        mel, mag, cplx = spec(y[:, 0], x)
+        loss = 15 * mel + mag + complex_weight * cplx + vq_loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        hist.append((loss.item(), mel.item(), mag.item(), vq_loss.item()))
+        hist.append((loss.item(), mel.item(), mag.item(), vq_loss.item(), cplx.item()))
         if step % 25 == 0:
             h = np.mean(hist, axis=0)
             hist = []
-            log(f"step {step}/{steps} loss {h[0]:.3f} mel {h[1]:.4f} mag {h[2]:.3f} vq {h[3]:.3f} "
+            log(f"step {step}/{steps} loss {h[0]:.3f} mel {h[1]:.4f} mag {h[2]:.3f} vq {h[3]:.3f} complex {h[4]:.4f} "
                 f"({25 / (time.time() - t0):.2f} steps/s)")
             t0 = time.time()
         if step % save_every == 0 or step == steps:
