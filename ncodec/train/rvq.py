@@ -112,16 +112,16 @@ class SpectralLoss(torch.nn.Module):
     def forward(self, y, x):
         """y: decoded, x: reference (B, T) -> (mel L1, log-mag L1 + spectral convergence, compressed complex L1)."""
         mel, mag, cplx = 0.0, 0.0, torch.zeros(())
+        specs = {n: (self._stft(y, n), self._stft(x, n)) for n in set(STFT_SIZES + self.short + self.complex_sizes)}
         for n in STFT_SIZES + self.short:
-            cy, cx = self._stft(y, n), self._stft(x, n)
-            sy, sx = cy.abs(), cx.abs()
+            sy, sx = specs[n][0].abs(), specs[n][1].abs()
             if n in STFT_SIZES:
                 fb = getattr(self, f"mel{n}")
                 mel = mel + F.l1_loss(torch.log10(fb @ sy + 1e-5), torch.log10(fb @ sx + 1e-5))
             mag = mag + F.l1_loss(torch.log(sy + 1e-5), torch.log(sx + 1e-5)) + \
                 torch.linalg.norm(sy - sx) / torch.linalg.norm(sx).clamp_min(1e-5)
         for n in self.complex_sizes:
-            cy, cx = self._stft(y, n), self._stft(x, n)
+            cy, cx = specs[n]
             py = cy * (cy.abs() + 1e-7).pow(-0.7)  # |S|^0.3 e^(i phase)
             px = cx * (cx.abs() + 1e-7).pow(-0.7)
             cplx = cplx + (py - px).abs().mean()
