@@ -575,7 +575,7 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 
 
 @main.command()
-@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "walloc-context", "pc-digits",
+@click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "walloc-context", "walloc-decoder", "pc-digits",
                                              "pc-digits-context", "pc-image", "rvq", "mcquic", "vqgan"]))
 @click.option("--run", "run_dir", default=None, help="Checkpoint folder (default: runs/RECIPE).")
 @click.option("--steps", default=None, type=int,
@@ -602,18 +602,27 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
               help="walloc: multiply the rate-distortion lambda ladder (lower = lower rates).")
 @click.option("--export", "export_to", default=None, help="After training, write weights + card here.")
 @click.option("--init", default=None, type=click.Path(),
-              help="rvq: start a new run from a shipped model's .safetensors (e.g. models/rvq-audio-v1.safetensors).")
-@click.option("--base", default="walloc-image-v2", show_default=True,
-              help="walloc-context: the installed image model whose symbols the context model is fitted to.")
-@click.option("--model-id", default="walloc-image-v3", show_default=True,
-              help="walloc-context: id of the model written to --export (default folder: models).")
+              help="rvq: start a new run from a shipped model's .safetensors (e.g. models/rvq-audio-v1.safetensors); "
+                   "walloc-image / walloc-audio: from an installed model's id (e.g. walloc-image-v3; its z density is "
+                   "re-learned first, networks frozen for 500 steps).")
+@click.option("--base", default=None,
+              help="walloc-context / walloc-decoder: the installed image model to start from (default "
+                   "walloc-image-v2 / walloc-image-v3).")
+@click.option("--model-id", default=None,
+              help="walloc recipes: id of the model written to --export (walloc-context / walloc-decoder: "
+                   "walloc-image-v3 / walloc-image-v4, default folder models; walloc-image / walloc-audio: "
+                   "walloc-image-v2 / walloc-audio-v2).")
+@click.option("--res-blocks", default=None, type=int,
+              help="walloc-decoder: residual blocks of the fine-tuned decoder (default: the base model's; more "
+                   "blocks start as the identity).")
 @click.pass_context
 def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr, ste_after, lambda_scale, extra,
-          groups, head_frames, export_to, init, base, model_id):
+          groups, head_frames, export_to, init, base, model_id, res_blocks):
     """Train (or resume) a model recipe; checkpoints go to --run.
 
     walloc-context fits the integer causal context model of an image model (no network training: same pixels,
-    fewer bytes) and writes the base model plus the context model as a new model."""
+    fewer bytes) and writes the base model plus the context model as a new model. walloc-decoder fine-tunes only
+    the synthesis of an image model on the latents its encoder writes (same bytes, other pixels)."""
 
     run_dir = run_dir or f"runs/{recipe}"
 
@@ -671,19 +680,26 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
             return
         from ncodec.train import walloc
 
+        log = lambda m: click.echo(m, err=True)  # noqa: E731
         if recipe == "walloc-context":
             out = Path(export_to or "models")
-            card = walloc.fit_context(base, data, out, model_id, log=lambda m: click.echo(m, err=True))
+            card = walloc.fit_context(base or "walloc-image-v2", data, out, model_id or "walloc-image-v3", log=log)
             click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {out}", err=True)
+            return
+        if recipe == "walloc-decoder":
+            walloc.train_decoder(Path(run_dir), base or "walloc-image-v3", steps or 14000, data, batch=batch or 6,
+                                 crop=crop or 192, lr=lr or 2e-4, n_res=res_blocks, log=log)
+            if export_to:
+                card = walloc.export_decoder(Path(run_dir), Path(export_to), model_id or "walloc-image-v4", log=log)
+                click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
         steps_ = steps or 20000
         audio = recipe == "walloc-audio"
         walloc.train(Path(run_dir), steps_, data, batch=batch or (16 if audio else 8), crop=crop or (16384 if audio else 128),
                      lr=lr or 3e-4,
-                     log=lambda m: click.echo(m, err=True), recipe=recipe, ste_after=ste_after,
-                     lambda_scale=lambda_scale)
+                     log=log, recipe=recipe, ste_after=ste_after, lambda_scale=lambda_scale, init=init)
         if export_to:
-            card = walloc.export(Path(run_dir), Path(export_to))
+            card = walloc.export(Path(run_dir), Path(export_to), model_id=model_id)
             click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
 
     _run(ctx, work)

@@ -258,7 +258,8 @@ class WallocModel:
     @torch.no_grad()
     def symbols(self, x: torch.Tensor, quality: float, deadzone: float = 0.0) -> dict:
         """x: (B, C, *L) in [0, 1], lengths multiples of cfg.stride -> the integers a unit codes: z symbols,
-        slice A and B symbols and their scale indices (tables of the Gaussian model, contexts of version 3)."""
+        slice A and B symbols and their scale indices (tables of the Gaussian model, contexts of version 3), and
+        ``y_hat``, the latent the decoder will synthesise from (float32, bit-identical to the decoder's)."""
         fx, one = self.fixed, 2**FixedPointEntropyNets.A_BITS
         y = self.net.analysis(x, self.rate_index(quality)).double()
         med = self.z_median_q / one
@@ -268,9 +269,12 @@ class WallocModel:
         sym_a = _quantise(y[:, pa] - mu[:, pa] / one, deadzone)
         mu_b, t_b = fx.context(sym_a * one + mu[:, pa], mu[:, pb], t[:, pb])
         sym_b = _quantise(y[:, pb] - mu_b / one, deadzone)
+        inv = torch.argsort(torch.cat((pa, pb)))
         return {"z": z.numpy().astype(np.int32), "a": sym_a.numpy().astype(np.int64),
                 "ta": fx.scale_index(t[:, pa]).numpy(), "b": sym_b.numpy().astype(np.int64),
-                "tb": fx.scale_index(t_b).numpy()}
+                "tb": fx.scale_index(t_b).numpy(),
+                # what the decoder feeds its synthesis (see decode_block), in latent layout
+                "y_hat": (torch.cat((sym_a, sym_b), 1)[:, inv] + torch.cat((mu[:, pa], mu_b), 1)[:, inv] / one).float()}
 
     def encode_block(self, x: torch.Tensor, quality: float, deadzone: float = 0.0) -> bytes:
         """x: (B, C, *L) in [0, 1], lengths multiples of cfg.stride (B = 1 for images, channels for audio)."""

@@ -86,7 +86,11 @@ def _phi(v):
 
 def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 128, lr: float = 2e-4,
           save_every: int = 500, threads: int | None = None, log=print, recipe: str = "walloc-image",
-          ste_after: int | None = None, lambda_scale: float = 1.0):
+          ste_after: int | None = None, lambda_scale: float = 1.0, init: str | None = None, warmup: int = 500):
+    """Train (or resume) a walloc model in ``run``. ``init``: start a new run from an installed model's networks
+    (the shipped files keep no optimiser state and no float density of z): a fresh entropy bottleneck learns z's
+    density alone for ``warmup`` steps, the networks frozen, then everything trains."""
+    from .. import zoo
     from ..codecs.walloc_net import AUDIO_CONFIG
     from .data import AudioSampler, CropSampler, corpus_root, load_audio, load_images
 
@@ -96,9 +100,24 @@ def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 1
     device = "cuda" if torch.cuda.is_available() else "cpu"
     run.mkdir(parents=True, exist_ok=True)
     audio = recipe == "walloc-audio"
-    cfg = WallocConfig(**AUDIO_CONFIG) if audio else WallocConfig()
+    ckpt = run / "checkpoint.pt"
+    state = torch.load(ckpt, map_location=device, weights_only=True) if ckpt.exists() else None
+    card = zoo.find("walloc", "audio" if audio else "image", init) if init and state is None else None
+    if state is not None:  # the run's own configuration wins
+        cfg = WallocConfig(**state["config"])
+    elif card is not None:
+        cfg = WallocConfig(**card.card["config"])
+    else:
+        cfg = WallocConfig(**AUDIO_CONFIG) if audio else WallocConfig()
     ladder = tuple(lambda_scale * v for v in (LAMBDAS_AUDIO if audio else LAMBDAS))
     model = Trainer(cfg).to(device)
+    frozen_until = 0
+    if card is not None:
+        tensors = zoo.load_tensors(card)
+        model.net.load_state_dict({k[4:]: v.float() for k, v in tensors.items() if k.startswith("net.")})
+        frozen_until = warmup
+        log(f"initialised from {card.id}; fresh entropy bottleneck, networks frozen for {warmup} steps")
+    net_params = [p for n, p in model.named_parameters() if n.startswith("net.")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     fast = {"net.log_gain", "net.log_igain"}  # gains learn 5x faster: they set the rate points
     opt = torch.optim.Adam([
@@ -107,13 +126,11 @@ def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 1
     ], lr=lr)
     aux_opt = torch.optim.Adam([model.eb.quantiles], lr=1e-3)
     step = 0
-    ckpt = run / "checkpoint.pt"
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         aux_opt.load_state_dict(state["aux_opt"])
-        step = int(state["step"])
+        step, frozen_until = int(state["step"]), int(state.get("frozen_until", 0))
         log(f"resumed from {ckpt} at step {step}")
     if audio:
         root = corpus_root(data) / "train" / "audio"
@@ -138,6 +155,9 @@ def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 1
         loss = (lam_of(q.cpu(), ladder).to(device) * 255**2 * mse + bpp).mean()
         opt.zero_grad()
         loss.backward()
+        if step < frozen_until:  # warm-up after --init: only the entropy bottleneck learns
+            for p in net_params:
+                p.grad = None
         torch.nn.utils.clip_grad_norm_(main_params, 1.0)
         opt.step()
         aux = model.eb.loss()
@@ -156,7 +176,7 @@ def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 1
             tmp = run / "checkpoint.tmp"
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
                         "step": step, "config": cfg.to_dict(), "recipe": recipe,
-                        "lambda_scale": lambda_scale}, tmp)
+                        "lambda_scale": lambda_scale, "frozen_until": frozen_until, "init": init}, tmp)
             tmp.replace(ckpt)
             (run / "progress.json").write_text(json.dumps({"step": step, "steps": steps}))
     return model, step
@@ -406,3 +426,160 @@ def _additive_fit(cnt: np.ndarray, tot: np.ndarray, min_count: float = 30.0) -> 
         if ok.any():
             vec[:] = np.interp(np.arange(len(vec)), np.flatnonzero(ok), vec[ok])
     return u, v
+
+
+# ------------------------------------------------------------------------------------------- decoder fine-tune
+DECODER_PARAMS = ("dec_lin.", "dec.", "log_igain", "colour_inv")  # the synthesis: all the decoder runs after y_hat
+
+
+def _synthesis_state(state: dict, n_res_from: int, n_res_to: int) -> dict:
+    """A WallocNet state dict with its decoder's output conv moved from ``dec.{2 + n_res_from}`` to
+    ``dec.{2 + n_res_to}`` (decoder = conv, GELU, n_res residual blocks, conv)."""
+    a, b = f"dec.{2 + n_res_from}.", f"dec.{2 + n_res_to}."
+    return {(b + k[len(a):] if k.startswith(a) else k): v for k, v in state.items()}
+
+
+def train_decoder(run: Path, base: str, steps: int, data: str | None, batch: int = 8, crop: int = 128,
+                  lr: float = 2e-4, n_res: int | None = None, save_every: int = 250, check_every: int = 1000,
+                  threads: int | None = None, log=print):
+    """Fine-tune the synthesis of an installed walloc image model on exactly the latents its encoder writes.
+
+    The encoder, hyperprior, context networks and probability models stay frozen, so the symbols and the bytes
+    of every file are the base model's; only the pixels the decoder makes change. Each step draws one quality
+    in [0, 100], computes the coded latent y_hat of a batch of crops with the inference path (fixed-point
+    means, the image zero zone) and minimises log(MSE) of the synthesis, which weighs every rate alike in dB.
+    ``n_res`` > the base's adds residual blocks whose last conv starts at zero (the same decoder at step 0).
+    A fixed check set (crops of the last 5 % of the training images, held back from the fine-tune; the base
+    networks may have seen them) is scored every ``check_every`` steps. Resumable from ``run/decoder.pt``.
+    """
+    from .. import zoo
+    from ..codecs.walloc import IMAGE_DEADZONE, WallocModel
+    from .data import CropSampler, corpus_root, load_images
+
+    if threads:
+        torch.set_num_threads(threads)
+    card = zoo.find("walloc", "image", base)
+    tensors = zoo.load_tensors(card)
+    frozen = WallocModel(tensors, WallocConfig(**card.card["config"]))
+    cfg0 = frozen.cfg
+    ckpt = run / "decoder.pt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
+    if state is not None and state["base"] != card.id:
+        raise ValueError(f"{ckpt} fine-tunes {state['base']}, not {card.id}")
+    cfg = WallocConfig(**(state["config"] if state else {**cfg0.to_dict(), "n_res": n_res or cfg0.n_res}))
+    if cfg.n_res < cfg0.n_res:
+        raise ValueError(f"the decoder can only grow ({cfg0.n_res} residual blocks in {card.id})")
+    net = WallocNet(cfg)
+    missing, _ = net.load_state_dict(_synthesis_state(frozen.net.state_dict(), cfg0.n_res, cfg.n_res), strict=False)
+    for i in range(cfg0.n_res, cfg.n_res):  # new blocks start as the identity
+        blk = net.dec[2 + i]
+        torch.nn.init.zeros_(blk.b.weight)
+        torch.nn.init.zeros_(blk.b.bias)
+    if any(not k.startswith(DECODER_PARAMS) for k in missing):
+        raise ValueError(f"unexpected missing tensors {missing}")
+    params = [p for n, p in net.named_parameters() if n.startswith(DECODER_PARAMS)]
+    for n, p in net.named_parameters():
+        p.requires_grad_(n.startswith(DECODER_PARAMS))
+    opt = torch.optim.Adam(params, lr=lr)
+    step, seconds = 0, 0.0
+    if state is not None:
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        step, seconds = int(state["step"]), float(state.get("seconds", 0.0))
+        log(f"resumed from {ckpt} at step {step}")
+    run.mkdir(parents=True, exist_ok=True)
+    root = corpus_root(data) / "train" / "images"
+    images = load_images(root, max(crop, 256))
+    n_check = max(1, len(images) // 20)
+    train_imgs, check_imgs = images[:-n_check], images[-n_check:]
+    log(f"decoder fine-tune of {card.id}: {cfg0.n_res} -> {cfg.n_res} residual blocks, {len(train_imgs)} training "
+        f"images, {n_check} check images from {root}")
+    check = [(q, torch.from_numpy(CropSampler(check_imgs, 256, seed=q).batch(8)).permute(0, 3, 1, 2).float() / 255)
+             for q in (0, 50, 100)]
+
+    def latent(x, q):
+        return frozen.symbols(x, q, IMAGE_DEADZONE)["y_hat"]
+
+    check_hat = [(q, x, latent(x, q)) for q, x in check]
+
+    @torch.no_grad()
+    def check_psnr() -> list[float]:
+        net.eval()
+        out = []
+        for q, x, y_hat in check_hat:
+            x_hat = (net.synthesis(y_hat, frozen.rate_index(q).expand(len(x))).clamp(0, 1) * 255).round() / 255
+            out.append(float((10 * torch.log10(1 / F.mse_loss(x_hat, x, reduction="none").mean((1, 2, 3)))).mean()))
+        net.train()
+        return [round(v, 3) for v in out]
+
+    if step == 0:
+        log(f"check PSNR at qualities 0/50/100 (8 crops of 256 px each): base {check_psnr()}")
+    sampler = CropSampler(train_imgs, crop, seed=1000 + step)
+    rng = np.random.default_rng(step)
+    t0, hist, t_run = time.time(), [], time.time()
+    while step < steps:
+        for g in opt.param_groups:  # cosine decay to lr / 20
+            g["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        x = torch.from_numpy(sampler.batch(batch)).permute(0, 3, 1, 2).float() / 255.0
+        q = float(rng.uniform(0, 100))
+        y_hat = latent(x, q)
+        mse = F.mse_loss(net.synthesis(y_hat, frozen.rate_index(q).expand(batch)), x)
+        loss = torch.log10(mse)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        hist.append(-10 * loss.item())
+        if step % 50 == 0:
+            log(f"step {step}/{steps} psnr {np.mean(hist):.2f} ({50 / (time.time() - t0):.2f} steps/s)")
+            hist, t0 = [], time.time()
+        if step % check_every == 0 or step == steps:
+            log(f"step {step}: check PSNR {check_psnr()}")
+        if step % save_every == 0 or step == steps:
+            tmp = run / "decoder.tmp"
+            seconds, t_run = seconds + time.time() - t_run, time.time()
+            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "config": cfg.to_dict(),
+                        "base": card.id, "lr": lr, "batch": batch, "crop": crop, "seconds": seconds}, tmp)
+            tmp.replace(ckpt)
+            (run / "progress.json").write_text(json.dumps({"step": step, "steps": steps}))
+    return net, step
+
+
+def export_decoder(run: Path, out: Path, model_id: str, extra_card: dict | None = None, log=print) -> dict:
+    """``run/decoder.pt`` -> ``<out>/<model_id>``: the base model's tensors (networks, tables, context models)
+    with the fine-tuned synthesis in fp16, and its card. Same symbols and bytes as the base model."""
+    from safetensors.torch import save_file
+
+    from .. import zoo
+
+    state = torch.load(run / "decoder.pt", map_location="cpu", weights_only=True)
+    card = zoo.find("walloc", "image", state["base"])
+    tensors = dict(zoo.load_tensors(card))
+    cfg = WallocConfig(**state["config"])
+    old = card.card["config"]["n_res"]
+    tensors = {k: v for k, v in tensors.items() if not (k.startswith("net.") and k[4:].startswith(DECODER_PARAMS))}
+    for k, v in state["net"].items():
+        if k.startswith(DECODER_PARAMS):
+            tensors[f"net.{k}"] = v.half().contiguous()
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / f"{model_id}.safetensors"
+    save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(weights),
+              metadata={"model_id": model_id, "config": json.dumps(cfg.to_dict())})
+    result = json.loads(json.dumps(card.card))
+    result.pop("results", None)
+    recipe = (f"ncodec train walloc-decoder --base {card.id} --res-blocks {cfg.n_res} --steps {state['step']} "
+              f"--batch {state['batch']} --crop {state['crop']} --lr {state['lr']} --export models/")
+    result.update({"id": model_id, "file": weights.name, "sha256": zoo.sha256_file(weights), "config": cfg.to_dict(),
+                   "recipe": recipe, "history": f"{card.card.get('history', '')} {model_id}: {card.id} with its "
+                   f"synthesis fine-tuned ({old} -> {cfg.n_res} residual blocks); same symbols and bytes.".strip(),
+                   "decoder_finetune": {"base": card.id, "steps": int(state["step"]), "lr": state["lr"],
+                                        "batch": state["batch"], "crop": state["crop"],
+                                        "residual_blocks": [old, cfg.n_res]}})
+    if "seconds" in state:
+        result["compute"] = (f"decoder fine-tune: {state['seconds'] / 60:.0f} min on 2 CPU cores, no GPU; "
+                             f"base: {card.card.get('compute', card.id)}")
+    result.update(extra_card or {})
+    (out / f"{model_id}.json").write_text(json.dumps(result, indent=2) + "\n")
+    log(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB)")
+    return result
