@@ -604,7 +604,7 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 @click.option("--init", default=None, type=click.Path(),
               help="rvq: start a new run from a shipped model's .safetensors (e.g. models/rvq-audio-v1.safetensors); "
                    "walloc-image / walloc-audio: from an installed model's id (e.g. walloc-image-v3; its z density is "
-                   "re-learned first, networks frozen for 500 steps).")
+                   "re-learned first, networks frozen for 2000 steps).")
 @click.option("--base", default=None,
               help="walloc-context / walloc-decoder: the installed image model to start from (default "
                    "walloc-image-v2 / walloc-image-v3).")

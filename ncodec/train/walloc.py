@@ -86,10 +86,14 @@ def _phi(v):
 
 def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 128, lr: float = 2e-4,
           save_every: int = 500, threads: int | None = None, log=print, recipe: str = "walloc-image",
-          ste_after: int | None = None, lambda_scale: float = 1.0, init: str | None = None, warmup: int = 500):
+          ste_after: int | None = None, lambda_scale: float = 1.0, init: str | None = None, warmup: int = 2000):
     """Train (or resume) a walloc model in ``run``. ``init``: start a new run from an installed model's networks
     (the shipped files keep no optimiser state and no float density of z): a fresh entropy bottleneck learns z's
-    density alone for ``warmup`` steps, the networks frozen, then everything trains."""
+    density alone for ``warmup`` steps at 10x the learning rate, the networks frozen, then everything trains.
+    Measured from walloc-image-v4: with 500 warm-up steps at 1x, z still cost 0.153 bpp on check crops (the
+    shipped model's z costs ~0.01) and 0.061 after 3000 more joint steps, so z's rate term pulled on the
+    hyper-analysis for thousands of steps. 2000 warm-up steps at 10x (under 2 minutes: no gradient through the
+    networks) bring it to 0.0074 bpp."""
     from .. import zoo
     from ..codecs.walloc_net import AUDIO_CONFIG
     from .data import AudioSampler, CropSampler, corpus_root, load_audio, load_images
@@ -144,8 +148,11 @@ def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 1
         sampler = CropSampler(images, crop, seed=step)
     t0, hist = time.time(), []
     while step < steps:
+        warm = step < frozen_until  # warm-up after --init: only z's density learns, at 10x the rate
+        for p in net_params:
+            p.requires_grad_(not warm)
         for g in opt.param_groups:  # step decay for the last 20%
-            g["lr"] = (lr if step < 0.8 * steps else lr / 4) * g.get("lr_scale", 1.0)
+            g["lr"] = (lr if step < 0.8 * steps else lr / 4) * g.get("lr_scale", 1.0) * (10.0 if warm else 1.0)
         if audio:
             x = torch.from_numpy(sampler.batch(batch)).to(device)[:, None] * 0.5 + 0.5
         else:
@@ -155,9 +162,6 @@ def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 1
         loss = (lam_of(q.cpu(), ladder).to(device) * 255**2 * mse + bpp).mean()
         opt.zero_grad()
         loss.backward()
-        if step < frozen_until:  # warm-up after --init: only the entropy bottleneck learns
-            for p in net_params:
-                p.grad = None
         torch.nn.utils.clip_grad_norm_(main_params, 1.0)
         opt.step()
         aux = model.eb.loss()
