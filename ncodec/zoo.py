@@ -78,11 +78,11 @@ def sha256_file(path: Path) -> str:
 
 @lru_cache(maxsize=8)
 def load_tensors(card: ModelCard) -> dict:
-    """The model's tensors (torch), after checking the file's SHA-256 against its card."""
+    """The model's tensors (torch), after checking the file's SHA-256 against its card (and its base model's)."""
     from safetensors.torch import load_file
 
     _check_file(card)
-    return load_file(str(card.path))
+    return _with_base(card, load_file(str(card.path)), load_tensors)
 
 
 def load_tensors_numpy(card: ModelCard) -> dict:
@@ -90,7 +90,21 @@ def load_tensors_numpy(card: ModelCard) -> dict:
     from safetensors.numpy import load_file
 
     _check_file(card)
-    return load_file(str(card.path))
+    return _with_base(card, load_file(str(card.path)), load_tensors_numpy)
+
+
+def _with_base(card: ModelCard, own: dict, load) -> dict:
+    """A card with ``base_model`` {id, sha256, replaced}: its file holds only what differs from an installed base
+    model (pinned by SHA-256): the base's tensors, less those under the ``replaced`` prefixes, plus its own."""
+    base = card.card.get("base_model")
+    if not base:
+        return own
+    parent = find(card.codec, card.media, base["id"])
+    if parent.sha256 != base["sha256"].lower():
+        raise ModelMismatch(f"model {card.id!r} builds on {base['id']} with SHA-256 {base['sha256'][:16]}..., but "
+                            f"the installed {base['id']} is {parent.sha256[:16]}...; install the published one")
+    drop = tuple(base.get("replaced", ()))
+    return {**{k: v for k, v in load(parent).items() if not (drop and k.startswith(drop))}, **own}
 
 
 def _check_file(card: ModelCard) -> None:

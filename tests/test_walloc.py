@@ -344,3 +344,29 @@ def test_training_starts_from_an_installed_model(tmp_path):
     model, step = tw.train(tmp_path / "run", 3, corpus, batch=2, crop=64, log=logs.append)
     assert step == 3 and any("resumed" in m for m in logs) and any("initialised from walloc-image-v3" in m for m in logs)
     assert not torch.equal(model.net.state_dict()["dec_lin.weight"], ref["dec_lin.weight"])
+
+
+def test_a_model_stored_as_a_delta_on_its_pinned_base(tmp_path, monkeypatch):
+    """walloc-image-v4's file holds only its decoder; `base_model` pins walloc-image-v3 (SHA-256) for the rest,
+    and a card whose pin does not match the installed base is refused with a one-line reason."""
+    import json
+    import shutil
+
+    from ncodec import zoo
+
+    v3, v4 = zoo.find("walloc", "image", "walloc-image-v3"), zoo.find("walloc", "image", "walloc-image-v4")
+    base = v4.card["base_model"]
+    assert base["id"] == v3.id and base["sha256"] == v3.sha256
+    from safetensors import safe_open
+
+    with safe_open(str(v4.path), "np") as f:
+        own = set(f.keys())
+    merged = zoo.load_tensors(v4)
+    assert "cm.freqs" in merged and "cm.freqs" not in own and "net.dec.6.weight" in own
+    assert not any(k.startswith("net.dec.") and k not in own for k in merged)  # v3's decoder is dropped
+    card = dict(v4.card, id="walloc-image-badbase", base_model=dict(base, sha256="0" * 64))
+    shutil.copy(v4.path, tmp_path / v4.path.name)
+    (tmp_path / "walloc-image-badbase.json").write_text(json.dumps(card))
+    monkeypatch.setenv("NCODEC_MODELS", str(tmp_path))
+    with pytest.raises(ModelMismatch, match="builds on walloc-image-v3"):
+        zoo.load_tensors(zoo.find("walloc", "image", "walloc-image-badbase"))

@@ -347,7 +347,8 @@ def fit_context(base: str, data: str | None, out: Path, model_id: str, tables: i
                                      "qualities_per_image": f"qualities[i % {spread} :: {spread}] for image i",
                                      "data": str(root.relative_to(root.parents[2])) if len(root.parents) > 2
                                      else str(root)}})
-    result.pop("results", None)
+    for key in ("results", "base_model"):  # the file written holds every tensor
+        result.pop(key, None)
     result["compute"] = (f"context model: {(time.time() - t_start) / 60:.0f} min on 2 CPU cores, no GPU "
                          f"(networks: {base})")
     (out / f"{model_id}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -551,32 +552,25 @@ def train_decoder(run: Path, base: str, steps: int, data: str | None, batch: int
 
 
 def export_decoder(run: Path, out: Path, model_id: str, extra_card: dict | None = None, log=print) -> dict:
-    """``run/decoder.pt`` -> ``<out>/<model_id>``: the base model's tensors (networks, tables, context models)
-    with the fine-tuned synthesis in fp16, and its card. Same symbols and bytes as the base model."""
-    from safetensors.torch import save_file
-
+    """``run/decoder.pt`` -> ``<out>/<model_id>``: the fine-tuned synthesis in fp16 and a card whose
+    ``base_model`` names the base model (pinned by SHA-256) for every other tensor (networks, tables, context
+    models; ``ncodec.zoo`` merges them). Same symbols and bytes as the base model."""
     from .. import zoo
 
     state = torch.load(run / "decoder.pt", map_location="cpu", weights_only=True)
     card = zoo.find("walloc", "image", state["base"])
-    tensors = dict(zoo.load_tensors(card))
     cfg = WallocConfig(**state["config"])
     old = card.card["config"]["n_res"]
-    tensors = {k: v for k, v in tensors.items() if not (k.startswith("net.") and k[4:].startswith(DECODER_PARAMS))}
-    for k, v in state["net"].items():
-        if k.startswith(DECODER_PARAMS):
-            tensors[f"net.{k}"] = v.half().contiguous()
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / f"{model_id}.safetensors"
-    save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(weights),
-              metadata={"model_id": model_id, "config": json.dumps(cfg.to_dict())})
+    tensors = {f"net.{k}": v.half().contiguous() for k, v in state["net"].items() if k.startswith(DECODER_PARAMS)}
     result = json.loads(json.dumps(card.card))
-    result.pop("results", None)
+    for key in ("results", "file", "sha256", "base_model"):
+        result.pop(key, None)
     recipe = (f"ncodec train walloc-decoder --base {card.id} --res-blocks {cfg.n_res} --steps {state['step']} "
               f"--batch {state['batch']} --crop {state['crop']} --lr {state['lr']} --export models/")
-    result.update({"id": model_id, "file": weights.name, "sha256": zoo.sha256_file(weights), "config": cfg.to_dict(),
-                   "recipe": recipe, "history": f"{card.card.get('history', '')} {model_id}: {card.id} with its "
+    result.update({"recipe": recipe, "history": f"{card.card.get('history', '')} {model_id}: {card.id} with its "
                    f"synthesis fine-tuned ({old} -> {cfg.n_res} residual blocks); same symbols and bytes.".strip(),
+                   "base_model": {"id": card.id, "sha256": card.sha256,
+                                  "replaced": [f"net.{p}" for p in DECODER_PARAMS]},
                    "decoder_finetune": {"base": card.id, "steps": int(state["step"]), "lr": state["lr"],
                                         "batch": state["batch"], "crop": state["crop"],
                                         "residual_blocks": [old, cfg.n_res]}})
@@ -584,6 +578,9 @@ def export_decoder(run: Path, out: Path, model_id: str, extra_card: dict | None 
         result["compute"] = (f"decoder fine-tune: {state['seconds'] / 60:.0f} min on 2 CPU cores, no GPU; "
                              f"base: {card.card.get('compute', card.id)}")
     result.update(extra_card or {})
-    (out / f"{model_id}.json").write_text(json.dumps(result, indent=2) + "\n")
+    for key in ("id", "codec", "media", "config"):
+        result.pop(key, None)
+    result = zoo.write_model(out, model_id, "walloc", "image", tensors, cfg.to_dict(), result)
+    weights = Path(out) / result["file"]
     log(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB)")
     return result
