@@ -305,7 +305,7 @@ def test_decoder_recipe_grows_resumes_and_keeps_the_base_bytes(tmp_path, monkeyp
     net, step = tw.train_decoder(tmp_path / "run", "walloc-image-v3", 0, corpus, n_res=3, log=logs.append)
     base = WallocModel.from_card(find("walloc", "image", "walloc-image-v3"))
     x = torch.from_numpy(photo[:64, :64]).permute(2, 0, 1)[None].float() / 255
-    y_hat, q = base.symbols(x, 40.0, 0.1)["y_hat"], base.rate_index(40.0)
+    y_hat, q = base.synthesis_input(base.symbols(x, 40.0, 0.1)), base.rate_index(40.0)
     with torch.no_grad():
         assert step == 0 and len(net.dec) == len(base.net.dec) + 1
         assert torch.allclose(net.synthesis(y_hat, q), base.net.synthesis(y_hat, q), atol=1e-6)

@@ -259,7 +259,7 @@ class WallocModel:
     def symbols(self, x: torch.Tensor, quality: float, deadzone: float = 0.0) -> dict:
         """x: (B, C, *L) in [0, 1], lengths multiples of cfg.stride -> the integers a unit codes: z symbols,
         slice A and B symbols and their scale indices (tables of the Gaussian model, contexts of version 3), and
-        ``y_hat``, the latent the decoder will synthesise from (float32, bit-identical to the decoder's)."""
+        ``y`` / ``mean`` in latent layout (``synthesis_input`` turns them into what the decoder synthesises)."""
         fx, one = self.fixed, 2**FixedPointEntropyNets.A_BITS
         y = self.net.analysis(x, self.rate_index(quality)).double()
         med = self.z_median_q / one
@@ -273,8 +273,14 @@ class WallocModel:
         return {"z": z.numpy().astype(np.int32), "a": sym_a.numpy().astype(np.int64),
                 "ta": fx.scale_index(t[:, pa]).numpy(), "b": sym_b.numpy().astype(np.int64),
                 "tb": fx.scale_index(t_b).numpy(),
-                # what the decoder feeds its synthesis (see decode_block), in latent layout
-                "y_hat": (torch.cat((sym_a, sym_b), 1)[:, inv] + torch.cat((mu[:, pa], mu_b), 1)[:, inv] / one).float()}
+                # latent layout, as decode_symbols returns them (see synthesis_input)
+                "y": torch.cat((sym_a, sym_b), 1)[:, inv], "mean": torch.cat((mu[:, pa], mu_b), 1)[:, inv]}
+
+    @staticmethod
+    def synthesis_input(d: dict) -> torch.Tensor:
+        """The latent the synthesis decodes, from the ``y`` and ``mean`` of :meth:`symbols` (encoder side, e.g.
+        training a decoder) or :meth:`decode_symbols` (decoder): the same float32 values on both sides."""
+        return (d["y"] + d["mean"] / 2**FixedPointEntropyNets.A_BITS).float()
 
     def encode_block(self, x: torch.Tensor, quality: float, deadzone: float = 0.0) -> bytes:
         """x: (B, C, *L) in [0, 1], lengths multiples of cfg.stride (B = 1 for images, channels for audio)."""
@@ -331,8 +337,7 @@ class WallocModel:
     @torch.no_grad()
     def decode_block(self, data: bytes, lengths: tuple[int, ...], quality: float, batch: int = 1) -> torch.Tensor:
         d = self.decode_symbols(data, lengths, batch)
-        y_hat = (d["y"] + d["mean"] / 2**FixedPointEntropyNets.A_BITS).float()
-        return self.net.synthesis(y_hat, self.rate_index(quality)).clamp(0, 1)
+        return self.net.synthesis(self.synthesis_input(d), self.rate_index(quality)).clamp(0, 1)
 
 
 @register_codec("walloc")

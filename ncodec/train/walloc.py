@@ -451,7 +451,7 @@ def train_decoder(run: Path, base: str, steps: int, data: str | None, batch: int
 
     The encoder, hyperprior, context networks and probability models stay frozen, so the symbols and the bytes
     of every file are the base model's; only the pixels the decoder makes change. Each step draws one quality
-    in [0, 100], computes the coded latent y_hat of a batch of crops with the inference path (fixed-point
+    in [0, 100], computes the coded latent of a batch of crops with the inference path (fixed-point
     means, the image zero zone) and minimises log(MSE) of the synthesis, which weighs every rate alike in dB.
     ``n_res`` > the base's adds residual blocks whose last conv starts at zero (the same decoder at step 0).
     A fixed check set (crops of the last 5 % of the training images, held back from the fine-tune; the base
@@ -503,7 +503,7 @@ def train_decoder(run: Path, base: str, steps: int, data: str | None, batch: int
              for q in (0, 50, 100)]
 
     def latent(x, q):
-        return frozen.symbols(x, q, IMAGE_DEADZONE)["y_hat"]
+        return frozen.synthesis_input(frozen.symbols(x, q, IMAGE_DEADZONE))
 
     check_hat = [(q, x, latent(x, q)) for q, x in check]
 
