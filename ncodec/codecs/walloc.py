@@ -64,21 +64,6 @@ def cm_shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=16)
-def wavefront_plan(h: int, w: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """Per wavefront step of an (h, w) grid: the flat indices of its positions and of their ``CM_OFFSETS``
-    neighbours (6, n), ``h * w`` where a neighbour lies outside the grid. Cached and shared (read-only arrays)."""
-    plan = []
-    for y, x in wavefront_steps(h, w):
-        nbr = np.stack([np.where((y + dy >= 0) & (x + dx >= 0) & (x + dx < w), (y + dy) * w + x + dx, h * w)
-                        for dy, dx in CM_OFFSETS])
-        idx = y * w + x
-        idx.setflags(write=False)
-        nbr.setflags(write=False)
-        plan.append((idx, nbr))
-    return tuple(plan)
-
-
 class ContextModel:
     """Integer causal context model of y (or z) symbols (FORMAT.md section 4, version 3).
 
@@ -99,6 +84,7 @@ class ContextModel:
             raise ValueError("inconsistent walloc context-model tensors")
         self.rows = freqs.astype(np.float64) / (1 << CM_PRECISION)  # exact: integers times a power of two
         self.log_rows = -np.log2(self.rows)
+        self._cdf = None  # the decoder's integer CDFs (lazy_cdf of rows), made on first use
 
     @classmethod
     def from_tensors(cls, tensors: dict, prefix: str = "cm") -> "ContextModel":
@@ -152,7 +138,7 @@ class ContextModel:
 
         h, w = s.shape[1:]
         r, tab = self.analyse(s, t, bands)
-        order = np.concatenate([idx for idx, _ in wavefront_plan(h, w)]) if h * w else np.zeros(0, np.int64)
+        order = coded_order(h, w)[0]
         r, tab = r[order].reshape(-1), tab[order].reshape(-1)
         esc = np.abs(r) > CM_RES
         local = np.where(esc, 2 * CM_RES + 1, r + CM_RES).astype(np.int32)
@@ -167,53 +153,58 @@ class ContextModel:
         return bytes(out) + _words_to_bytes(enc.get_compressed())
 
     def decode(self, data: bytes, pos: int, t: np.ndarray, bands: np.ndarray) -> tuple[np.ndarray, int, float]:
-        """Inverse of :meth:`encode`: (symbols (nb, H, W) int64, position after the stream, model bits)."""
-        import constriction
-
+        """Inverse of :meth:`encode`: (symbols (nb, H, W) int64, position after the stream, model bits). The
+        symbols are decoded by a compiled loop (``walloc_kernel``) with the integer CDFs constriction derives from
+        the rows (``ncodec.entropy.range_decoder``)."""
         from ..entropy.coding import _bytes_to_words, _unzigzag, read_varint
+        from ..entropy.range_decoder import lazy_cdf
+        from . import walloc_kernel
 
         nb, h, w = t.shape
         start_pos = pos
         n_esc, pos = read_varint(data, pos)
         if n_esc > nb * h * w:
             raise CorruptFile(f"{n_esc} escapes for {nb * h * w} symbols; the file is damaged")
-        escapes = []
-        for _ in range(n_esc):
+        escapes = np.zeros(n_esc, np.int64)
+        for i in range(n_esc):
             u, pos = read_varint(data, pos)
-            v = _unzigzag(u)
-            if not CM_RES < abs(v) <= 2 * S_MAX:
+            escapes[i] = _unzigzag(u)
+            if not CM_RES < abs(escapes[i]) <= 2 * S_MAX:
                 raise CorruptFile("escaped residual out of range; the file is damaged")
-            escapes.append(v)
         esc_end = pos
         words, pos = _bytes_to_words(data, pos)
-        dec = constriction.stream.queue.RangeDecoder(words)
-        model = constriction.stream.model.Categorical(perfect=False)
-        hw = h * w
-        sv = np.zeros((hw + 1, nb), np.int64)  # last row: the zero of a missing neighbour
-        rv = np.zeros((hw + 1, nb), np.int64)
-        tv = t.reshape(nb, -1).T
-        used, bits = 0, 0.0
-        for idx, nbr in wavefront_plan(h, w):
-            pred = self._predict(bands, sv[nbr])
-            tab = self._tables(bands, tv[idx], self._energy_bin(rv[nbr])).reshape(-1)
-            try:
-                local = dec.decode(model, self.rows[tab]).astype(np.int64)
-            except Exception as exc:  # constriction raises on impossible states
-                raise CorruptFile(f"entropy decoding failed ({exc}); the file is damaged") from None
-            bits += float(self.log_rows[tab, local].sum())
-            r = local - CM_RES
-            for i in np.flatnonzero(local == 2 * CM_RES + 1).tolist():
-                if used == len(escapes):
-                    raise CorruptFile("more escaped residuals than the stream lists; the file is damaged")
-                r[i] = escapes[used]
-                used += 1
-            r = r.reshape(len(idx), nb)
-            rv[idx] = r
-            sv[idx] = np.clip(r + pred, -S_MAX, S_MAX)
-        if used != len(escapes):
+        tv = np.ascontiguousarray(t.reshape(nb, -1).T, np.int64)
+        if tv.size and (tv.min() < 0 or tv.max() >= self.u.shape[1]):
+            raise ValueError("scale index outside the context model's range")  # computed here, never read
+        if self._cdf is None:
+            self._cdf = lazy_cdf(self.rows)
+        order, nbr = coded_order(h, w)
+        sv, bits, status = walloc_kernel.decode_context(
+            words, self._cdf, self.log_rows, order, nbr, tv, self.pred[bands], self.u[bands], self.v[bands],
+            self.thresholds, CM_ENERGY, escapes, CM_RES, CM_PRED_BITS, CM_BIN_BITS, S_MAX)
+        if status == walloc_kernel.UNDECODABLE:
+            raise CorruptFile("entropy decoding failed (invalid range-coder state); the file is damaged")
+        if status == walloc_kernel.TOO_FEW_ESCAPES:
+            raise CorruptFile("more escaped residuals than the stream lists; the file is damaged")
+        if status == walloc_kernel.UNUSED_ESCAPES:
             raise CorruptFile("unused escaped residuals; the file is damaged")
         bits += 8 * (esc_end - start_pos)  # the escape list and its count
-        return sv[:hw].T.reshape(nb, h, w), pos, bits
+        return sv[: h * w].T.reshape(nb, h, w), pos, bits
+
+
+@lru_cache(maxsize=16)
+def coded_order(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The flat positions of an (h, w) grid in coded order (wavefront steps, ``base.wavefront_steps``) and the
+    flat indices of every position's ``CM_OFFSETS`` neighbours (6, h * w), ``h * w`` where a neighbour lies
+    outside the grid (or comes later: never, for these offsets). Cached and shared (read-only arrays)."""
+    steps = [y * w + x for y, x in wavefront_steps(h, w)]
+    order = np.concatenate(steps).astype(np.int64) if steps else np.zeros(0, np.int64)
+    y, x = np.divmod(np.arange(h * w), w)
+    nbr = np.stack([np.where((y + dy >= 0) & (x + dx >= 0) & (x + dx < w), (y + dy) * w + x + dx, h * w)
+                    for dy, dx in CM_OFFSETS]).astype(np.int64)
+    order.setflags(write=False)
+    nbr.setflags(write=False)
+    return order, nbr
 
 
 class WallocModel:
