@@ -200,6 +200,46 @@ def test_decoding_different_files_from_threads(photo):
     assert all(np.array_equal(g, e) for g, e in zip(got, expected))
 
 
+def _reference_stream(cm, s, t, bands) -> bytes:
+    """A context-coded stream as FORMAT.md defines it, from the numpy whole-grid analysis and constriction's
+    range coder with one float row per symbol (the compiled loop must write exactly these bytes)."""
+    import constriction
+
+    from ncodec.codecs.walloc import CM_RES, coded_order
+    from ncodec.entropy.coding import _words_to_bytes, _zigzag, write_varint
+
+    r, tab = cm.analyse(s, t, bands)
+    order = coded_order(*s.shape[1:])[0]
+    r, tab = r[order].reshape(-1), tab[order].reshape(-1)
+    esc = np.abs(r) > CM_RES
+    out = bytearray()
+    write_varint(out, int(esc.sum()))
+    for v in r[esc].tolist():
+        write_varint(out, _zigzag(v))
+    enc = constriction.stream.queue.RangeEncoder()
+    enc.encode(np.where(esc, 2 * CM_RES + 1, r + CM_RES).astype(np.int32),
+               constriction.stream.model.Categorical(perfect=False), cm.rows[tab])
+    return bytes(out) + _words_to_bytes(enc.get_compressed())
+
+
+def test_context_streams_are_the_reference_range_code(photo):
+    """The shipped model's three context-coded streams of a photo, byte for byte as the reference writes them."""
+    from ncodec.codecs.base import image_tiles
+    from ncodec.codecs.walloc import IMAGE_DEADZONE, WallocCodec
+
+    model = WallocCodec().model("image", "walloc-image-v4")
+    (_, x), = image_tiles(photo, 1024, model.cfg.stride)
+    d = model.symbols(x, 60, IMAGE_DEADZONE)
+    z = d["z"][0].astype(np.int64)
+    streams = [(model.z_context, z, np.zeros_like(z), np.arange(model.cfg.z_ch)),
+               (model.context, d["a"][0], d["ta"][0], model.net.perm_a.numpy()),
+               (model.context, d["b"][0], d["tb"][0], model.net.perm_b.numpy())]
+    for cm, s, t, bands in streams:
+        data = cm.encode(s, t, bands)
+        assert data == _reference_stream(cm, s, t, bands)
+        assert np.array_equal(cm.decode(data, 0, t, bands)[0], s)
+
+
 def test_context_model_round_trip_with_escapes():
     """The causal context coder alone: random integer parameters, Laplacian symbols with far outliers."""
     from ncodec.codecs.walloc import CM_PRECISION, CM_RES, ContextModel
@@ -216,6 +256,7 @@ def test_context_model_round_trip_with_escapes():
     s[1, 4, 7], s[3, 0, 0], s[4, 10, 18] = 900, -70000, 2**30
     t = rng.integers(0, ns, s.shape)
     data = cm.encode(s, t, bands)
+    assert data == _reference_stream(cm, s, t, bands)
     out, pos, bits = cm.decode(data + b"tail", 0, t, bands)
     assert np.array_equal(out, s) and pos == len(data)
     assert abs(bits - 8 * len(data)) < 64  # the model bits account for the stream

@@ -44,7 +44,6 @@ CM_RES = 63  # residuals -63..63 have their own entry; the last entry (127) esca
 CM_PRED_BITS = 12  # predictor weights carry 12 fractional bits
 CM_BIN_BITS = 4  # u + v carry 4 fractional bits of the table index
 CM_PRECISION = 24  # table rows sum to 2**24
-CM_CHUNK = 1 << 15  # encoder: symbols coded per constriction call
 S_MAX = 1 << 30  # y symbols are clamped to +-S_MAX (encoder) / decoded values (decoder)
 # encoder-side zero zone of y for images (see _quantise): values with |v| < 0.5 + IMAGE_DEADZONE become 0. Kodak
 # (every 6th image, qualities 10-90), PSNR at equal rate at 0.41 / 0.63 / 0.92 bpp against a uniform rounding
@@ -130,35 +129,58 @@ class ContextModel:
         nb = len(bands)
         return r.reshape(nb, -1).T, tab.reshape(nb, -1).T
 
-    def encode(self, s: np.ndarray, t: np.ndarray, bands: np.ndarray) -> bytes:
-        """Code symbols s (nb, H, W) with scale indices t (nb, H, W): ``escapes words`` (see FORMAT.md)."""
-        import constriction
+    @property
+    def cdf(self) -> np.ndarray:
+        """The integer CDFs constriction derives from ``rows`` (``range_coder.lazy_cdf``), made on first use."""
+        if self._cdf is None:
+            from ..entropy.range_coder import lazy_cdf
 
+            self._cdf = lazy_cdf(self.rows)
+        return self._cdf
+
+    def _code(self, encode: bool, sv: np.ndarray, words: np.ndarray, escapes: np.ndarray, t: np.ndarray,
+              bands: np.ndarray) -> tuple[int, int, float]:
+        """Run the compiled loop (``walloc_kernel.code_context``) over a stream of bands ``bands`` with scale
+        indices t (nb, H, W); returns (words written, escapes written or used, model bits)."""
+        from . import walloc_kernel
+
+        nb, h, w = t.shape
+        tv = np.ascontiguousarray(t.reshape(nb, -1).T, np.int64)
+        if tv.size and (tv.min() < 0 or tv.max() >= self.u.shape[1]):
+            raise ValueError("scale index outside the context model's range")  # computed by us, never read
+        order, nbr = coded_order(h, w)
+        n_words, n_esc, bits, status = walloc_kernel.code_context(
+            encode, sv, words, escapes, self.cdf, self.log_rows, order, nbr, tv, self.pred[bands], self.u[bands],
+            self.v[bands], self.thresholds, CM_ENERGY, CM_RES, CM_PRED_BITS, CM_BIN_BITS, S_MAX)
+        if status == walloc_kernel.UNDECODABLE:
+            raise CorruptFile("entropy decoding failed (invalid range-coder state); the file is damaged")
+        if status == walloc_kernel.TOO_FEW_ESCAPES:
+            raise CorruptFile("more escaped residuals than the stream lists; the file is damaged")
+        if status == walloc_kernel.UNUSED_ESCAPES:
+            raise CorruptFile("unused escaped residuals; the file is damaged")
+        return n_words, n_esc, bits
+
+    def encode(self, s: np.ndarray, t: np.ndarray, bands: np.ndarray) -> bytes:
+        """Code symbols s (nb, H, W) with scale indices t (nb, H, W): ``escapes words`` (see FORMAT.md). The
+        words are constriction's range code with ``Categorical(rows[k], perfect=False)`` per symbol (the same
+        words, tested), written by the compiled loop."""
         from ..entropy.coding import _words_to_bytes, _zigzag, write_varint
 
-        h, w = s.shape[1:]
-        r, tab = self.analyse(s, t, bands)
-        order = coded_order(h, w)[0]
-        r, tab = r[order].reshape(-1), tab[order].reshape(-1)
-        esc = np.abs(r) > CM_RES
-        local = np.where(esc, 2 * CM_RES + 1, r + CM_RES).astype(np.int32)
+        nb, n = len(s), s[0].size
+        sv = np.zeros((n + 1, nb), np.int64)
+        sv[:-1] = s.reshape(nb, -1).T
+        words, escapes = np.empty(n * nb + 3, np.uint64), np.empty(n * nb, np.int64)
+        n_words, n_esc, _ = self._code(True, sv, words, escapes, t, bands)
         out = bytearray()
-        write_varint(out, int(esc.sum()))
-        for v in r[esc].tolist():
-            write_varint(out, _zigzag(int(v)))
-        enc = constriction.stream.queue.RangeEncoder()
-        model = constriction.stream.model.Categorical(perfect=False)
-        for a in range(0, len(local), CM_CHUNK):
-            enc.encode(local[a : a + CM_CHUNK], model, self.rows[tab[a : a + CM_CHUNK]])
-        return bytes(out) + _words_to_bytes(enc.get_compressed())
+        write_varint(out, n_esc)
+        for v in escapes[:n_esc].tolist():
+            write_varint(out, _zigzag(v))
+        return bytes(out) + _words_to_bytes(words[:n_words].astype(np.uint32))
 
     def decode(self, data: bytes, pos: int, t: np.ndarray, bands: np.ndarray) -> tuple[np.ndarray, int, float]:
         """Inverse of :meth:`encode`: (symbols (nb, H, W) int64, position after the stream, model bits). The
-        symbols are decoded by a compiled loop (``walloc_kernel``) with the integer CDFs constriction derives from
-        the rows (``ncodec.entropy.range_decoder``)."""
+        compiled loop decodes with the integer CDFs constriction derives from the rows (``range_coder``)."""
         from ..entropy.coding import _bytes_to_words, _unzigzag, read_varint
-        from ..entropy.range_decoder import lazy_cdf
-        from . import walloc_kernel
 
         nb, h, w = t.shape
         start_pos = pos
@@ -173,21 +195,8 @@ class ContextModel:
                 raise CorruptFile("escaped residual out of range; the file is damaged")
         esc_end = pos
         words, pos = _bytes_to_words(data, pos)
-        tv = np.ascontiguousarray(t.reshape(nb, -1).T, np.int64)
-        if tv.size and (tv.min() < 0 or tv.max() >= self.u.shape[1]):
-            raise ValueError("scale index outside the context model's range")  # computed here, never read
-        if self._cdf is None:
-            self._cdf = lazy_cdf(self.rows)
-        order, nbr = coded_order(h, w)
-        sv, bits, status = walloc_kernel.decode_context(
-            words, self._cdf, self.log_rows, order, nbr, tv, self.pred[bands], self.u[bands], self.v[bands],
-            self.thresholds, CM_ENERGY, escapes, CM_RES, CM_PRED_BITS, CM_BIN_BITS, S_MAX)
-        if status == walloc_kernel.UNDECODABLE:
-            raise CorruptFile("entropy decoding failed (invalid range-coder state); the file is damaged")
-        if status == walloc_kernel.TOO_FEW_ESCAPES:
-            raise CorruptFile("more escaped residuals than the stream lists; the file is damaged")
-        if status == walloc_kernel.UNUSED_ESCAPES:
-            raise CorruptFile("unused escaped residuals; the file is damaged")
+        sv = np.zeros((h * w + 1, nb), np.int64)
+        _, _, bits = self._code(False, sv, words.astype(np.uint64), escapes, t, bands)
         bits += 8 * (esc_end - start_pos)  # the escape list and its count
         return sv[: h * w].T.reshape(nb, h, w), pos, bits
 
@@ -196,7 +205,7 @@ class ContextModel:
 def coded_order(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """The flat positions of an (h, w) grid in coded order (wavefront steps, ``base.wavefront_steps``) and the
     flat indices of every position's ``CM_OFFSETS`` neighbours (6, h * w), ``h * w`` where a neighbour lies
-    outside the grid (or comes later: never, for these offsets). Cached and shared (read-only arrays)."""
+    outside the grid. Cached and shared (read-only arrays)."""
     steps = [y * w + x for y, x in wavefront_steps(h, w)]
     order = np.concatenate(steps).astype(np.int64) if steps else np.zeros(0, np.int64)
     y, x = np.divmod(np.arange(h * w), w)
