@@ -464,9 +464,11 @@ class _NervBase(Codec):
     chained = False  # nirvana
     default_group = 60
     default_intra = 1
+    default_epochs = 300
 
     def encode(self, src, media: str, rate: Rate, progress=None, time_budget: float | None = None,
-               checkpoint=None, plus: bool = False, epochs: int = 300, prune: float = 0.0, **info) -> Encoded:
+               checkpoint=None, plus: bool = False, epochs: int | None = None, prune: float = 0.0,
+               **info) -> Encoded:
         import torch
 
 
@@ -488,6 +490,7 @@ class _NervBase(Codec):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         # default budget: 6 s per CIF frame on this class of machine (issue target: 10 min / 100 CIF frames)
         budget = time_budget if time_budget is not None else 6.0 * n * (h * w) / (352 * 288)
+        epochs = self.default_epochs if epochs is None else epochs
         if epochs < 1:
             raise BadInput(f"epochs must be >= 1, got {epochs}")
         if not 0 <= prune < 1:
@@ -648,6 +651,9 @@ class _Checkpoint:
 class NervCodec(_NervBase):
     chained = False
     default_group = 60
+    # the time budget ends the fit: on an idle 2-core machine 300 epochs of q30 on 60 CIF frames took 145 s of the
+    # 360 s budget (29.61 dB); 1000 epochs used the budget (363 s) for 30.00 dB at 3 % fewer bits
+    default_epochs = 5000
 
 
 @register_codec("nirvana")
