@@ -262,6 +262,13 @@ def test_context_model_round_trip_with_escapes():
     assert abs(bits - 8 * len(data)) < 64  # the model bits account for the stream
     with pytest.raises(CorruptFile):
         cm.decode(data[:-9], 0, t, bands)
+    from ncodec.entropy.coding import write_varint
+
+    huge = bytearray()
+    write_varint(huge, 1)
+    write_varint(huge, 2**40)  # an escaped residual beyond the +-2**31 the encoder can write
+    with pytest.raises(CorruptFile, match="out of range"):
+        cm.decode(bytes(huge) + data, 0, t, bands)
 
 
 def test_context_model_saves_rate_over_the_base_model(photo):

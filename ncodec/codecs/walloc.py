@@ -190,9 +190,10 @@ class ContextModel:
         escapes = np.zeros(n_esc, np.int64)
         for i in range(n_esc):
             u, pos = read_varint(data, pos)
-            escapes[i] = _unzigzag(u)
-            if not CM_RES < abs(escapes[i]) <= 2 * S_MAX:
+            v = _unzigzag(u)
+            if not CM_RES < abs(v) <= 2 * S_MAX:  # checked before it meets an int64
                 raise CorruptFile("escaped residual out of range; the file is damaged")
+            escapes[i] = v
         esc_end = pos
         words, pos = _bytes_to_words(data, pos)
         sv = np.zeros((h * w + 1, nb), np.int64)
