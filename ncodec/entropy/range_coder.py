@@ -9,7 +9,8 @@ derives from each fixed row is computed once (:func:`lazy_cdf`, integers) and a 
 same words as constriction's encoder without handing it one float row per symbol. Tests check both against
 constriction, word for word and symbol for symbol.
 
-The decoder state is a ``uint64`` array of 4: lower, range, point, index of the next word.
+States are ``uint64`` arrays: the decoder's 4 entries (lower, range, point, index of the next word), the
+encoder's 5 (:func:`re_init`). Words are 32-bit values in a uint32 or uint64 array.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def lazy_cdf(rows: np.ndarray) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def rd_init(words, st):
-    """Start decoding ``words`` (uint32): the first two words (fewer: zero-filled) form the point."""
+    """Start decoding ``words``: the first two words (fewer: zero-filled) form the point."""
     point = _ZERO
     n = min(2, len(words))
     for i in range(n):
