@@ -108,7 +108,8 @@ def encode(src, codec: str | None = None, quality: float | None = None, bpp: flo
     bitrate (kbps). Video: a file PyAV reads or a folder of frames; ``frames=(a, b)`` encodes only that range
     (``fps`` for folders and arrays); ``options`` go to the codec (video: ``time_budget`` seconds,
     ``progress`` callback, ``checkpoint`` folder for a resumable encode, ``plus`` for NeRV++ blocks; rvq:
-    ``model`` id, e.g. a converted EnCodec checkpoint)."""
+    ``model`` id, e.g. a converted EnCodec checkpoint; vqgan: ``redundancy=K``, every index's cluster among K
+    codewords coded again in units of their own, for recovery)."""
     from .codecs.base import Rate
     from .media import detect_media, read_image
     from .media.audio import ArraySource, FileSource
@@ -147,11 +148,14 @@ def encode(src, codec: str | None = None, quality: float | None = None, bpp: flo
     if codec_id is None:
         raise BadInput(f"no codec for {media}")
     cdc = _codec(codec_id)
-    if options and options.get("model") is not None:
+    if options:
         import inspect
 
-        if "model" not in inspect.signature(cdc.encode).parameters:
+        accepted = inspect.signature(cdc.encode).parameters
+        if options.get("model") is not None and "model" not in accepted:
             raise BadInput(f"codec {codec_id!r} does not take a model choice; `ncodec list` shows the models")
+        if options.get("redundancy") is not None and "redundancy" not in accepted:
+            raise BadInput(f"codec {codec_id!r} has no redundancy option (vqgan has)")
 
     def final(rate: Rate) -> bytes:
         enc = cdc.encode(arr, media, rate, **(options or {}))

@@ -131,6 +131,8 @@ def regenerate(root: Path = ROOT, only: set[str] | None = None) -> list[dict]:
         for q in (0, 57, 100):
             blob = api.encode(big, codec="vqgan", quality=q, name="astronaut-crop.png")
             entries.append(_vector(root, "vqgan", f"{vqgan_model}-astronaut-q{q}", blob, "png"))
+        blob = api.encode(big, codec="vqgan", quality=100, name="astronaut-crop.png", options={"redundancy": 16})
+        entries.append(_vector(root, "vqgan", f"{vqgan_model}-astronaut-q100-redundancy16", blob, "png"))
     if want("pc"):
         from .codecs.pc import PcCodec
 

@@ -7,7 +7,9 @@ Per image and rung: the .nc file's bytes (header included), PSNR, MS-SSIM; AVIF 
 is run at qualities 0..40 on the same image and its MS-SSIM interpolated (linear in log bytes) at twice the
 vqgan file's bytes; "below AVIF's range" when AVIF's smallest file is larger than that. With ``--drop`` the
 decode is repeated with that fraction of indices dropped (seed 0): with the transformer, and with the neighbour
-interpolation used when a model has none.
+interpolation used when a model has none. With ``--redundancy K`` the files carry the clusters of the indices
+among K codewords (the codec's redundancy units; their bits are in the file size and in ``bits_redundancy``),
+and the drop removes that fraction of the indices and, independently, of the clusters.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ def main():
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--drop", type=float, default=0.2)
     ap.add_argument("--qualities", default="0,14,29,43,57,71,86,100")
+    ap.add_argument("--redundancy", type=int, default=None)
     args = ap.parse_args()
     from PIL import Image
 
@@ -69,7 +72,8 @@ def main():
         curve = avif_curve(img)
         for q in qualities:
             t0 = time.perf_counter()
-            blob = ncodec.encode(img, codec="vqgan", quality=q)
+            blob = ncodec.encode(img, codec="vqgan", quality=q,
+                                 options={"redundancy": args.redundancy} if args.redundancy else None)
             t1 = time.perf_counter()
             dec = ncodec.decode(blob).data
             t2 = time.perf_counter()
@@ -81,6 +85,7 @@ def main():
                    "bits_context": bits["context_bits"] / bits["indices"],
                    "bits_marginal": bits["marginal_bits"] / bits["indices"],
                    "bits_uniform": bits["uniform_bits"] / bits["indices"],
+                   "bits_redundancy": bits["redundancy_bits"] / bits["indices"],
                    "avif_ms_ssim_at_2x": at_bytes(curve, 2 * len(blob)), "avif_min_bpp": 8 * curve[0][0] / px,
                    "avif_min_ms_ssim": curve[0][1]}
             if args.drop > 0:

@@ -196,6 +196,61 @@ def test_damaged_or_inconsistent_files_fail_cleanly(models, photo):
         ncodec.encode(photo, codec="vqgan", quality=101)
 
 
+def test_redundancy_units_carry_the_clusters(models, photo, decode_with_threads):
+    from ncodec.api import _codec
+
+    codec = _codec("vqgan")
+    model = codec.model()
+    plain = ncodec.encode(photo, codec="vqgan", quality=100)
+    blob = ncodec.encode(photo, codec="vqgan", quality=100, options={"redundancy": 8})  # tiny ladder: 32, 16, 8
+    f = container.read(blob)
+    assert f.header.codec_version == 2 and container.read(plain).header.codec_version == 1
+    assert f.header.params[4] == 2 and len(f.units) == 8 and [u.key[1] for u in f.units] == list(range(8))
+    assert len(plain) < len(blob)
+    clean = ncodec.decode(plain).data
+    assert np.array_equal(ncodec.decode(blob).data, clean)  # the extra units change nothing when all is there
+    # the redundancy units hold the rung-8 cluster of every index: the majority of its full codewords' clusters
+    (_, idx, known, hints), = codec.indices(f.header, f.units, model, 0, 2)
+    assert known.all() and np.array_equal(hints, model.cluster_map(0, 2)[idx])
+    counts = np.zeros((32, 8), int)
+    np.add.at(counts, (model.maps[0].numpy(), model.maps[2].numpy()), 1)
+    assert np.array_equal(model.cluster_map(0, 2), counts.argmax(1))
+    out = decode_with_threads("vqgan", blob)
+    assert out[0][0] == out[1][0]
+    # a dropped index takes the expectation over its cluster's codewords only
+    lat = model.recover(idx, np.zeros_like(known), 0, hints, 2).numpy()
+    cb = model.codebooks[0].numpy()
+    for pos in [(0, 0), (3, 5)]:
+        members = cb[model.cluster_map(0, 2) == hints[pos]]
+        lo, hi = members.min(0) - 1e-5, members.max(0) + 1e-5
+        assert np.all((lat[pos] >= lo) & (lat[pos] <= hi))
+    # only the redundancy units left: the image is still there
+    only_hints = ncodec.decode(container.write(f.header, f.units[4:])).data
+    assert only_hints.shape == clean.shape and psnr(only_hints, clean) > 12
+    a = ncodec.decode(blob, drop_indices=0.25, seed=3).data
+    assert np.array_equal(a, ncodec.decode(blob, drop_indices=0.25, seed=3).data)
+
+
+def test_redundancy_at_or_above_the_rung_repeats_the_indices(models, photo):
+    clean = ncodec.decode(ncodec.encode(photo, codec="vqgan", quality=100)).data
+    blob = ncodec.encode(photo, codec="vqgan", quality=100, options={"redundancy": 32})
+    f = container.read(blob)
+    assert f.header.params[4] == 0  # the rung itself: every index coded twice
+    assert np.array_equal(ncodec.decode(container.write(f.header, f.units[4:])).data, clean)
+    low = container.read(ncodec.encode(photo, codec="vqgan", quality=0, options={"redundancy": 16}))
+    assert low.header.params[2:] == bytes([2, 4, 2])
+    with pytest.raises(BadInput, match="not a rung"):
+        ncodec.encode(photo, codec="vqgan", options={"redundancy": 12})
+    with pytest.raises(BadInput, match="redundancy"):
+        ncodec.encode(photo, codec="mcquic", options={"redundancy": 16})
+    codec = ncodec.api._codec("vqgan")
+    with pytest.raises(CorruptFile):  # a cluster rung finer than the index rung
+        codec.decode(replace(low.header, params=low.header.params[:4] + bytes([1])), low.units)
+    v1 = container.read(ncodec.encode(photo, codec="vqgan", quality=100))
+    with pytest.raises(CorruptFile):  # redundancy units in a version 1 file
+        codec.decode(v1.header, v1.units + [container.Unit((0, 4, 12, 0), v1.units[0].data)])
+
+
 def test_cli_round_trip_drop_indices_and_clean_errors(models, photo_png, tmp_path):
     before = photo_png.read_bytes()
     nc, png = tmp_path / "p.nc", tmp_path / "p.png"
@@ -209,6 +264,13 @@ def test_cli_round_trip_drop_indices_and_clean_errors(models, photo_png, tmp_pat
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert png.exists()
+    red = tmp_path / "r.nc"
+    r = subprocess.run(CLI + ["encode", str(photo_png), "-o", str(red), "--codec", "vqgan", "--redundancy", "16"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and red.stat().st_size > nc.stat().st_size, r.stderr
+    r = subprocess.run(CLI + ["encode", str(photo_png), "-o", str(tmp_path / "x.nc"), "--codec", "vqgan",
+                              "--redundancy", "5"], capture_output=True, text=True)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.nc").exists()
     bad = tmp_path / "bad.png"
     r = subprocess.run(CLI + ["decode", str(nc), "-o", str(bad), "--drop-indices", "1.5"], capture_output=True,
                        text=True)

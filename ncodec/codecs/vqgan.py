@@ -13,6 +13,14 @@ neighbours *within the group* (class 0 = no neighbour, else 1 + the stored class
 ``table = base[r] + (C + 1) * left + up``, integer lookups only.
 Unit key: (tile number in raster order over the tile grid, group 0..3, index count of the group, 0).
 Codec params in HEAD: u16 tile size, u8 rung, u8 groups (4).
+
+Redundancy (``redundancy=K``, codec version 2): each group's indices are coded a second time, coarsely, in a
+unit of their own (group 4 + g): the cluster of every index in the ladder rung of K codewords (the index itself
+when the chosen rung is not finer than that), with that rung's context tables. A lost index whose cluster
+survived is recovered by the transformer among the codewords of that cluster only. Measured on 8 Kodak images
+with 20 % of the indices lost and every cluster known (K = 1024): MS-SSIM -0.053 -> -0.016 against the undamaged
+decode with K = 16 clusters (~3.5 bits per index more), -0.021 with K = 8 (~2.6 bits).
+Params (version 2): u16 tile size, u8 rung, u8 groups (4), u8 cluster rung.
 """
 from __future__ import annotations
 
@@ -34,6 +42,7 @@ from .vqgan_net import IndexTransformer, TransformerConfig, VqganConfig, VqganNe
 
 TILE = 1024
 GROUPS = 4
+PARAMS_V1, PARAMS_V2 = struct.Struct("<HBB"), struct.Struct("<HBBB")  # v2: + the cluster rung of the redundancy
 PHASES = [(0, 0), (1, 1), (0, 1), (1, 0)]  # group -> (row parity, column parity)
 
 
@@ -94,6 +103,7 @@ class VqganModel:
             if np.any(sizes[self.bases[r] : self.bases[r + 1]] != k):
                 raise ModelMismatch(f"rung {r} tables must have {k} entries")
         self._rows: dict[int, np.ndarray] = {}
+        self._cluster_maps: dict[tuple, np.ndarray] = {}
         self.marginal = [tensors[f"rung{r}.marginal"].numpy() for r in range(len(cfg.rungs))
                          if f"rung{r}.marginal" in tensors] or None
 
@@ -118,19 +128,45 @@ class VqganModel:
     def table_ids(self, r: int, sub: np.ndarray) -> np.ndarray:
         return self.bases[r] + contexts(sub, self.classes[r], self.n_classes(r))
 
+    def hint_rung(self, r: int, k: int) -> int:
+        """The rung whose clusters describe rung r's indices for ``redundancy=k``: the rung of k codewords, or r
+        itself (the index repeated) when rung r is not finer than that."""
+        if k not in self.cfg.rungs:
+            raise BadInput(f"redundancy {k} is not a rung of this model's ladder {list(self.cfg.rungs)}")
+        return max(r, list(self.cfg.rungs).index(k))
+
+    def cluster_map(self, r: int, c: int) -> np.ndarray:
+        """Rung-c cluster of every rung-r codeword (c >= r): the cluster holding most of the full-codebook
+        codewords behind it (ties: the lowest; integers only, so encoder and decoder agree)."""
+        key = (r, c)
+        if key not in self._cluster_maps:
+            k_r, k_c = self.cfg.rungs[r], self.cfg.rungs[c]
+            if c == r:
+                out = np.arange(k_r)
+            else:
+                counts = np.zeros((k_r, k_c), np.int64)
+                np.add.at(counts, (self.maps[r].numpy(), self.maps[c].numpy()), 1)
+                out = counts.argmax(1)
+            self._cluster_maps[key] = out.astype(np.int64)
+        return self._cluster_maps[key]
+
     # ------------------------------------------------------------------------------------------- one tile
     @torch.no_grad()
-    def encode_tile(self, x: torch.Tensor, r: int) -> list[bytes]:
+    def encode_tile(self, x: torch.Tensor, r: int, c: int | None = None) -> list[bytes]:
         """Padded tile (1, 3, H, W) -> one payload per phase group (nearest-codeword indices: an
-        entropy-constrained choice measured -1 % rate at K = 1024 and cost MS-SSIM at K = 8, see the card)."""
+        entropy-constrained choice measured -1 % rate at K = 1024 and cost MS-SSIM at K = 8, see the card), then
+        with a cluster rung ``c`` one payload per group of the indices' rung-c clusters."""
         idx = encode_indices(self.net, x, self.codebooks[r])[0].numpy()
-        out = []
-        for py, px in PHASES:
-            sub = idx[py::2, px::2]
-            tid = self.table_ids(r, sub).reshape(-1)
-            out.append(encode_sequence(sub.reshape(-1), np.stack([self.probs(t) for t in tid.tolist()])
-                                       if tid.size else np.zeros((0, self.cfg.rungs[r]))))
+        out = [self.encode_group(idx[py::2, px::2], r) for py, px in PHASES]
+        if c is not None:
+            hints = self.cluster_map(r, c)[idx]
+            out += [self.encode_group(hints[py::2, px::2], c) for py, px in PHASES]
         return out
+
+    def encode_group(self, sub: np.ndarray, r: int) -> bytes:
+        tid = self.table_ids(r, sub).reshape(-1)
+        return encode_sequence(sub.reshape(-1), np.stack([self.probs(t) for t in tid.tolist()])
+                               if tid.size else np.zeros((0, self.cfg.rungs[r])))
 
     def decode_group(self, data: bytes, r: int, shape: tuple[int, int]) -> np.ndarray:
         """Entropy-decode one group (integers only): its (hs, ws) sub-grid of indices, in raster order, each
@@ -155,16 +191,21 @@ class VqganModel:
         return sub
 
     @torch.no_grad()
-    def recover(self, idx: np.ndarray, known: np.ndarray, r: int) -> torch.Tensor:
+    def recover(self, idx: np.ndarray, known: np.ndarray, r: int, hints: np.ndarray | None = None,
+                c: int | None = None) -> torch.Tensor:
         """Latent grid (h, w, dim) of a tile: the codewords of the known indices, and at unknown positions the
         expected codeword under the transformer's distribution over the rung (the mean of the known codewords
         among the 8 neighbours without a transformer). The expectation measured better than the most likely
-        index on Kodak (20 % dropped, K = 1024: -0.96 dB against -1.50 dB for the arg max)."""
+        index on Kodak (20 % dropped, K = 1024: -0.96 dB against -1.50 dB for the arg max).
+
+        ``hints`` (h, w): the rung-c cluster of each index where the redundancy units tell it (-1 elsewhere);
+        an unknown index with a known cluster takes the expectation over that cluster's codewords only (without
+        a transformer: their plain mean)."""
         cb = self.codebooks[r]
         lat = cb[torch.from_numpy(np.where(known, idx, 0))]
         if known.all():
             return lat
-        if not known.any():
+        if not known.any() and (hints is None or not (hints >= 0).any()):
             raise CorruptFile("every index of a tile is lost; nothing to recover it from")
         kn = torch.from_numpy(known)
         if self.tf is None:
@@ -174,9 +215,18 @@ class VqganModel:
             num = F.conv2d(v, ones, padding=1).reshape(1, -1, *known.shape)
             mean = (num / F.conv2d(m, ones, padding=1).clamp_min(1e-6))[0].permute(1, 2, 0)
             lat[~kn] = mean[~kn]
+            p = None
         else:
             p = rung_logprobs(self.tf(lat[None], kn[None]), self.maps[r], self.cfg.rungs[r]).exp()
             lat[~kn] = p @ cb
+        if hints is not None:
+            hinted = ~known & (hints >= 0)
+            if hinted.any():
+                members = torch.from_numpy(self.cluster_map(r, c)[None, :] == hints[hinted][:, None]).float()
+                if p is not None:
+                    members = members * p[torch.from_numpy(hinted[~known])]
+                w = members / members.sum(1, keepdim=True).clamp_min(1e-30)
+                lat[torch.from_numpy(hinted)] = w @ cb
         return lat
 
     @torch.no_grad()
@@ -186,7 +236,7 @@ class VqganModel:
 
 @register_codec("vqgan")
 class VqganCodec(Codec):
-    version = 1
+    version = 2  # 2: redundancy units (cluster hints); files without them are written as version 1
     media = ("image",)
     default_quality = 100.0
     quality_search = True  # --bpp: ncodec.api searches the quality (ladder rung) on the final file size
@@ -195,70 +245,87 @@ class VqganCodec(Codec):
     def model(self, model_id: str | None = None, weights_hash: bytes | None = None) -> VqganModel:
         return self.cached_model("image", model_id, weights_hash, VqganModel.from_card)
 
-    def encode(self, data, media: str, rate: Rate, model: str | None = None, **info) -> Encoded:
+    def encode(self, data, media: str, rate: Rate, model: str | None = None, redundancy: int | None = None,
+               **info) -> Encoded:
+        """``redundancy=K``: also code every index's cluster in the rung of K codewords (module docstring)."""
         q = self.image_quality(data, media, rate)
         card = zoo.find(self.codec_id, "image", model)
         model = self.model(card.id)
         r = model.rung_of(q)
+        c = model.hint_rung(r, int(redundancy)) if redundancy else None
         h, w, _ = data.shape
         units = []
         for t, (key, x) in enumerate(image_tiles(data, TILE, model.cfg.stride)):
             gh, gw = x.shape[2] // model.cfg.stride, x.shape[3] // model.cfg.stride
-            for g, payload in enumerate(model.encode_tile(x, r)):
-                hs, ws = group_shape(gh, gw, g)
+            for g, payload in enumerate(model.encode_tile(x, r, c)):
+                hs, ws = group_shape(gh, gw, g % GROUPS)
                 units.append(Unit((t, g, hs * ws, 0), payload))
-        header = Header(MediaKind.IMAGE, self.codec_id, self.version, (h, w, 3), card.id, card.hash8,
-                        RateKind.QUALITY, q, 8, 2, params=struct.pack("<HBB", TILE, r, GROUPS))
+        params = PARAMS_V1.pack(TILE, r, GROUPS) if c is None else PARAMS_V2.pack(TILE, r, GROUPS, c)
+        header = Header(MediaKind.IMAGE, self.codec_id, 1 if c is None else 2, (h, w, 3), card.id, card.hash8,
+                        RateKind.QUALITY, q, 8, 2, params=params)
         return Encoded(header, units, {})  # no meta chunk: at 0.02 bpp its bytes would be 5 % of the file
 
-    def _layout(self, header: Header, model: VqganModel) -> int:
+    def _layout(self, header: Header, model: VqganModel) -> tuple[int, int | None]:
+        """(rung, cluster rung of the redundancy units or None)."""
         if header.codec_version > self.version:
             raise UnsupportedVersion(f"vqgan codec version {header.codec_version} is newer than this ncodec "
                                      f"({self.version}); upgrade ncodec")
         if header.media != MediaKind.IMAGE or header.shape[2] != 3:
             raise CorruptFile("vqgan file that is not an RGB image")
         try:
-            tile, r, groups = struct.unpack("<HBB", header.params)
+            if header.codec_version >= 2:
+                tile, r, groups, c = PARAMS_V2.unpack(header.params)
+            else:
+                (tile, r, groups), c = PARAMS_V1.unpack(header.params), None
         except struct.error:
             raise CorruptFile("vqgan parameters are malformed") from None
         if tile != TILE or groups != GROUPS or r >= len(model.cfg.rungs):
             raise CorruptFile(f"vqgan tile {tile} / rung {r} / groups {groups} out of range")
-        return r
+        if c is not None and not r <= c < len(model.cfg.rungs):
+            raise CorruptFile(f"vqgan cluster rung {c} does not describe rung {r}")
+        return r, c
 
     def _tiles(self, header: Header, units: list[Unit], model: VqganModel):
         """Yield (tile key (y0, x0, th, tw), index grid (gh, gw), {group: unit data or None})."""
         h, w, _ = header.shape
         grid = [(y0, x0, th, tw) for y0, th in tiles(h, TILE) for x0, tw in tiles(w, TILE)]
         found: dict[int, dict[int, bytes | None]] = {}
+        n_groups = 2 * GROUPS if header.codec_version >= 2 else GROUPS  # 4..7: the redundancy units
         for unit in units:
             t, g, count, _ = unit.key
-            if t >= len(grid) or g >= GROUPS:
+            if t >= len(grid) or g >= n_groups:
                 raise CorruptFile(f"unit {unit.key} names no tile/group of a {h}x{w} image")
             s = model.cfg.stride
             gh, gw = (grid[t][2] + s - 1) // s, (grid[t][3] + s - 1) // s
-            if count != np.prod(group_shape(gh, gw, g)):
+            if count != np.prod(group_shape(gh, gw, g % GROUPS)):
                 raise CorruptFile(f"unit {unit.key} holds {count} indices; its group has "
-                                  f"{np.prod(group_shape(gh, gw, g))}")
+                                  f"{np.prod(group_shape(gh, gw, g % GROUPS))}")
             found.setdefault(t, {})[g] = unit.data
         for t, key in enumerate(grid):
             s = model.cfg.stride
             yield key, ((key[2] + s - 1) // s, (key[3] + s - 1) // s), found.get(t, {})
 
-    def indices(self, header: Header, units: list[Unit], model: VqganModel, r: int, drop: float = 0.0,
-                seed: int = 0):
-        """Yield (tile key, index grid, known mask) with lost groups (and ``drop`` of the indices) unknown."""
+    def indices(self, header: Header, units: list[Unit], model: VqganModel, r: int, c: int | None = None,
+                drop: float = 0.0, seed: int = 0):
+        """Yield (tile key, index grid, known mask, cluster grid or None) with lost groups (and ``drop`` of the
+        indices, then independently ``drop`` of the clusters) unknown; unknown clusters are -1."""
         rng = np.random.default_rng(seed)
         for key, (gh, gw), groups in self._tiles(header, units, model):
             idx = np.zeros((gh, gw), np.int64)
             known = np.zeros((gh, gw), bool)
+            hints = None if c is None else np.full((gh, gw), -1, np.int64)
             for g, (py, px) in enumerate(PHASES):
                 if groups.get(g) is not None:
                     idx[py::2, px::2] = model.decode_group(groups[g], r, group_shape(gh, gw, g))
                     known[py::2, px::2] = True
+                if hints is not None and groups.get(GROUPS + g) is not None:
+                    hints[py::2, px::2] = model.decode_group(groups[GROUPS + g], c, group_shape(gh, gw, g))
             if drop > 0:
                 lost = rng.choice(idx.size, int(round(drop * idx.size)), replace=False)
                 known.reshape(-1)[lost] = False
-            yield key, idx, known
+                if hints is not None:
+                    hints.reshape(-1)[rng.choice(idx.size, int(round(drop * idx.size)), replace=False)] = -1
+            yield key, idx, known, hints
 
     def decode(self, header: Header, units: list[Unit], drop_indices: float | None = None,
                seed: int | None = None) -> np.ndarray:
@@ -266,37 +333,40 @@ class VqganCodec(Codec):
         if not 0 <= drop < 1:
             raise BadInput(f"--drop-indices {drop} must be in [0, 1)")
         model = self.model(header.model_id, header.weights_hash)
-        r = self._layout(header, model)
+        r, c = self._layout(header, model)
         h, w, _ = header.shape
         out = np.full((h, w, 3), 128, dtype=np.uint8)
-        for (y0, x0, th, tw), idx, known in self.indices(header, units, model, r, drop, seed or 0):
-            if not known.any():
+        for (y0, x0, th, tw), idx, known, hints in self.indices(header, units, model, r, c, drop, seed or 0):
+            if not known.any() and (hints is None or not (hints >= 0).any()):
                 continue  # the whole tile is lost (lenient read): left grey
-            x = model.decode_latent(model.recover(idx, known, r))
+            x = model.decode_latent(model.recover(idx, known, r, hints, c))
             out[y0 : y0 + th, x0 : x0 + tw] = (x[0, :, :th, :tw] * 255.0).round().byte().permute(1, 2, 0).numpy()
         return out
 
     def symbols_digest(self, header: Header, units: list[Unit]) -> str:
         """SHA-256 over every tile's entropy-decoded index grid: the exact layer."""
         model = self.model(header.model_id, header.weights_hash)
-        r = self._layout(header, model)
+        r, c = self._layout(header, model)
         digest = hashlib.sha256()
-        for _, idx, known in self.indices(header, units, model, r):
-            if not known.all():
+        for _, idx, known, hints in self.indices(header, units, model, r, c):
+            if not known.all() or (hints is not None and (hints < 0).any()):
                 raise CorruptFile("a group of indices is missing")
             digest.update(np.ascontiguousarray(idx, dtype="<i8").tobytes())
+            if hints is not None:
+                digest.update(np.ascontiguousarray(hints, dtype="<i8").tobytes())
         return digest.hexdigest()
 
     def bits(self, header: Header, units: list[Unit]) -> dict:
         """Model cross-entropy of the indices under the context tables, the rung's marginal table and a
         uniform code (log2 K per index), next to the payload bits."""
         model = self.model(header.model_id, header.weights_hash)
-        r = self._layout(header, model)
-        out = {"context_bits": 0.0, "payload_bits": 8 * sum(len(u.data) for u in units), "indices": 0}
+        r, c = self._layout(header, model)
+        out = {"context_bits": 0.0, "payload_bits": 8 * sum(len(u.data) for u in units), "indices": 0,
+               "redundancy_bits": 8 * sum(len(u.data) for u in units if u.key[1] >= GROUPS)}
         if model.marginal is not None:
             out["marginal_bits"] = 0.0
             pm = model.marginal[r].astype(np.float64) / model.marginal[r].sum()
-        for _, idx, _ in self.indices(header, units, model, r):
+        for _, idx, _, _ in self.indices(header, units, model, r, c):
             for py, px in PHASES:
                 sub = idx[py::2, px::2]
                 tid = model.table_ids(r, sub).reshape(-1)
