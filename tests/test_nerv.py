@@ -225,3 +225,33 @@ def test_version_1_files_still_decode(nerv_blob):
     assert sum(len(u.data) for u in units) >= sum(len(u.data) for u in f.units)  # v2 tables never cost more
     with pytest.raises(Exception, match="newer"):
         codec.decode(replace(f.header, codec_version=3), f.units)
+
+
+def test_step_allocation_trades_bits_between_tensors():
+    """The rate-distortion choice of per-tensor steps: x4 / x2 / x0.5 moves from the uniform rule, none when
+    there is no time, and never worse than the uniform rule on both bytes and error."""
+    import torch
+
+    from ncodec.codecs import nerv
+
+    clip = _clip(8)
+    cfg = nerv._quality_config(40, 48, 64, False, 8, 1)
+    fitter = nerv._Fitter(cfg, "cpu")
+    fitter.fit(clip, 0, 30, 600, lr=5e-3)
+    x, t = fitter.target(clip)
+    uniform = fitter.steps_for()
+    assert fitter.allocate_steps(x, t, 0.0) == uniform
+    steps = fitter.allocate_steps(x, t, 600.0)
+    ratios = {round(a / b, 6) for a, b in zip(steps, uniform)}
+    assert ratios <= {0.5, 1.0, 2.0, 4.0} and ratios != {1.0}
+
+    def measure(st):
+        data = nerv.pack_weights(fitter.quantise(st), st)
+        probe = nerv._Fitter(cfg, "cpu")
+        probe.load_ints(fitter.quantise(st), st)
+        with torch.no_grad():
+            err = float(((probe.net(t) - x) ** 2).mean())
+        return len(data), err
+
+    (b_u, e_u), (b_a, e_a) = measure(uniform), measure(steps)
+    assert b_a < b_u or e_a < e_u
