@@ -116,7 +116,8 @@ def main(ctx, debug):
 @click.option("--time-budget", type=float, default=None,
               help="Video: seconds of fitting (default: about 6 s per CIF-sized frame).")
 @click.option("--epochs", type=int, default=None,
-              help="Video: most fitting passes per group (default: nerv 5000, so the time budget ends it; nirvana 300).")
+              help="Video: most fitting passes per group (default: nerv 5000, so the time budget ends it; "
+                   "nirvana 900 per intra group, a third per inter group).")
 @click.option("--fps", type=float, default=25.0, show_default=True, help="Video from a folder of frames: frame rate.")
 @click.option("--plus", is_flag=True, help="Video (nerv/nirvana): NeRV++ blocks (bilinear skip + separable conv).")
 @click.option("--prune", type=float, default=None,

@@ -736,3 +736,6 @@ class NirvanaCodec(_NervBase):
     chained = True
     default_group = 10
     default_intra = 6
+    # foreman 60 frames, q30, 2 idle cores: 300 epochs 27.71 dB at 0.262 bpp in 61 s; 900 30.31 dB at 0.269 in
+    # 183 s; 1800 30.70 dB at 0.281 in 316 s. 900 keeps nirvana at half of nerv's encode time.
+    default_epochs = 900
