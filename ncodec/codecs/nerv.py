@@ -52,6 +52,7 @@ SCALE_MIN, SCALE_MAX = 0.05, 2000.0
 QAT_BITS = 6
 # share of a group's time budget kept for the rate-distortion choice of the quantisation steps (allocate_steps)
 ALLOC_SHARE = 0.06
+ALLOC_FRAMES = 24  # frames whose error the step choice measures (evenly spaced over the group)
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,9 @@ class _Fitter:
         params = list(self.net.parameters())
         orig = [p.detach().clone() for p in params]
         start = time.time()
+        if len(t) > ALLOC_FRAMES:  # evenly spaced frames stand for the group: the pass stays well inside max_s
+            pick = torch.linspace(0, len(t) - 1, ALLOC_FRAMES).round().long()
+            x, t = x[pick], t[pick]
 
         def tensor_bits(i, step):
             return _table_cost(np.round(orig[i].double().cpu().numpy() / step).astype(np.int64))[1]
