@@ -12,7 +12,8 @@ low-rank linear map to a (c0, H/32, W/32) grid -> four blocks (3x3 conv, pixel s
 -> 3x3 conv to 12 channels, pixel shuffle x2 (no layer runs at full resolution) -> sigmoid. NeRV++ blocks add a bilinear-upsampled skip (1x1 conv) around the upsampling and a
 depthwise-separable residual conv after it.
 
-``nirvana``: groups are short; group k's network starts from group k-1's fitted weights (fewer steps) and is
+``nirvana``: groups of 30 frames (nerv: 60) with widths scaled by sqrt(group / 60), so about as many parameters
+per frame as nerv; group k's network starts from group k-1's fitted weights (a third of the steps) and is
 coded as the integer residual of its quantised weights against group k-1's, on group k-1's quantisation
 steps; every ``intra`` groups one is coded alone, so random access and damage stay bounded. The last quarter of
 each group's steps trains through the quantiser (straight-through), as NIRVANA's quantisation-aware training.
@@ -512,9 +513,9 @@ class _Decoder:
         return np.concatenate(out)
 
 
-def _quality_config(q: float, h: int, w: int, plus: bool, group: int, intra: int) -> NervConfig:
-    """Quality 0..100 -> network width (and 6..8 bits)."""
-    base = 8 + q / 100 * 40  # widest block
+def _quality_config(q: float, h: int, w: int, plus: bool, group: int, intra: int, scale: float = 1.0) -> NervConfig:
+    """Quality 0..100 -> network width (and 6..8 bits); ``scale`` multiplies the widths."""
+    base = (8 + q / 100 * 40) * scale  # widest block
     widths = tuple(max(4, int(round(base * f))) for f in (1.0, 1.0, 0.75, 0.5))
     bits = 6 if q < 30 else 7 if q < 60 else 8
     return NervConfig(h, w, plus, group, 16, 64, 16, max(4, int(round(base / 2))), widths, bits, intra)
@@ -560,7 +561,7 @@ class _NervBase(Codec):
             q = 50.0 if rate.quality is None else float(rate.quality)
         if not 0 <= q <= 100:
             raise BadInput(f"quality {q} is outside 0..100")
-        cfg = _quality_config(q, h, w, plus, group, self.default_intra)
+        cfg = _quality_config(q, h, w, plus, group, self.default_intra, self.width_scale(group))
         device = "cuda" if torch.cuda.is_available() else "cpu"
         # default budget: 6 s per CIF frame on this class of machine (issue target: 10 min / 100 CIF frames)
         budget = time_budget if time_budget is not None else 6.0 * n * (h * w) / (352 * 288)
@@ -575,6 +576,10 @@ class _NervBase(Codec):
         ckpt = _Checkpoint(checkpoint, {"codec": self.codec_id, "cfg": asdict(cfg), "frames": n, "shape": [h, w],
                                         "quality": q, "epochs": epochs, "prune": prune}) if checkpoint else None
         n_groups = -(-n // group)
+        # each group's share of the budget: its frames, for nirvana weighted 1.6 (intra) / 0.85 (inter), so that
+        # the shares add up to the whole budget
+        weights = [min(group, n - g * group) * ((1.6 if g % cfg.intra == 0 else 0.85) if self.chained else 1.0)
+                   for g in range(n_groups)]
         for gi, (first, frames) in enumerate(src.groups(group)):
             intra = not self.chained or gi % cfg.intra == 0
             done = ckpt.unit(gi) if ckpt else None
@@ -588,7 +593,7 @@ class _NervBase(Codec):
                 qat = ("auto" if self.chained or cfg.bits <= QAT_BITS else None) if intra else prev[2]
                 # group 0 of nirvana takes the full share, later (warm-started) groups a third as many steps
                 g_epochs = epochs if intra else max(1, epochs // 3)
-                g_budget = budget * len(frames) / n * (1.0 if not self.chained else (1.6 if intra else 0.85))
+                g_budget = budget * weights[gi] / sum(weights)
                 state = ckpt.state(gi) if ckpt else None
                 report = (lambda e, E, p, gi=gi: progress(gi, n_groups, e, E, p)) if progress else None
                 # warm-started groups fine-tune with a lower rate: smaller weight residuals to code
@@ -627,13 +632,17 @@ class _NervBase(Codec):
             achieved["pruned"] = prune
         return Encoded(header, units, achieved)
 
+    def width_scale(self, group: int) -> float:
+        """Width factor of a group's network (nerv: 1; nirvana scales it to its group length)."""
+        return 1.0
+
     def _quality_for_bpp(self, bpp: float, h: int, w: int, n: int, plus: bool, group: int) -> float:
         """Largest quality whose estimated size (parameters x ~bits x 0.75 after entropy coding) fits."""
         if not bpp > 0:
             raise BadInput(f"target bpp must be > 0, got {bpp}")
         best = None
         for q in np.linspace(0, 100, 101):
-            cfg = _quality_config(float(q), h, w, plus, group, self.default_intra)
+            cfg = _quality_config(float(q), h, w, plus, group, self.default_intra, self.width_scale(group))
             bits = _param_count(cfg) * cfg.bits * 0.75 * -(-n // group)
             if bits / (h * w * n) <= bpp:
                 best = float(q)
@@ -738,8 +747,14 @@ class NervCodec(_NervBase):
 @register_codec("nirvana")
 class NirvanaCodec(_NervBase):
     chained = True
-    default_group = 10
+    # foreman 60 frames, q30, 2 idle cores (bpp, PSNR, encode s): groups of 10 with nerv's widths, 300 epochs
+    # 0.262, 27.71, 61; 900 epochs 0.269, 30.31, 183; 1800 0.281, 30.70, 316. With 900 epochs and widths scaled by
+    # sqrt(group / 60) (about as many parameters per frame as nerv): groups of 20 0.075, 27.63, 158; groups of 30
+    # 0.059, 27.73, 225 (full widths: 0.110, 29.93, 288). A group's weights cost about its own frames' worth, the
+    # residual of the next group still ~70 % of that, so longer groups win.
+    default_group = 30
     default_intra = 6
-    # foreman 60 frames, q30, 2 idle cores: 300 epochs 27.71 dB at 0.262 bpp in 61 s; 900 30.31 dB at 0.269 in
-    # 183 s; 1800 30.70 dB at 0.281 in 316 s. 900 keeps nirvana at half of nerv's encode time.
     default_epochs = 900
+
+    def width_scale(self, group: int) -> float:
+        return math.sqrt(group / 60)
