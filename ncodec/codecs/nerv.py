@@ -365,8 +365,7 @@ class _Fitter:
         import torch.nn.functional as F
 
         net = self.net
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255).to(self.device)
-        t = _times(first, len(frames), self.cfg).to(self.device)
+        x, t = self.target(frames, first)
         opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.99))
         start_epoch = 0
         if state is not None:
@@ -415,12 +414,12 @@ class _Fitter:
                 last_save = time.time()
         return psnr
 
-    def target(self, frames: np.ndarray):
-        """(x (n, 3, H, W) in [0, 1], times t) of a group's frames, as fit uses them."""
+    def target(self, frames: np.ndarray, first: int = 0):
+        """(x (n, 3, H, W) in [0, 1], times t) of a group's frames (group-relative indices from ``first``)."""
         import torch
 
         x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255).to(self.device)
-        return x, _times(0, len(frames), self.cfg).to(self.device)
+        return x, _times(first, len(frames), self.cfg).to(self.device)
 
     def _qat_forward(self, t, steps):
         """Forward pass with every weight rounded to its step (straight-through gradients)."""
