@@ -1,6 +1,8 @@
 """Shipped models: cards in models/*.json, weights in safetensors, SHA-256 checked at load.
 
-A card is JSON with at least ``id``, ``codec``, ``media``, ``file`` and ``sha256``. Models are looked up in
+A card is JSON with at least ``id``, ``codec``, ``media``, ``file`` and ``sha256``. A ``file`` ending in
+``.safetensors.xz`` is the same safetensors file stored xz-compressed (``scripts/compress_model.py``); the card's
+SHA-256 pins the safetensors bytes inside, so files that name the model decode the same either way. Models are looked up in
 $NCODEC_MODELS (if set) and then in the models/ folder of this project; when a file names no model, the encoder
 uses the highest id of the first folder that has a model for the codec and media.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -79,18 +82,16 @@ def sha256_file(path: Path) -> str:
 @lru_cache(maxsize=8)
 def load_tensors(card: ModelCard) -> dict:
     """The model's tensors (torch), after checking the file's SHA-256 against its card (and its base model's)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
-    _check_file(card)
-    return _with_base(card, load_file(str(card.path)), load_tensors)
+    return _with_base(card, load(read_weights(card)), load_tensors)
 
 
 def load_tensors_numpy(card: ModelCard) -> dict:
     """The model's arrays (numpy; no torch import), after checking the file's SHA-256 against its card."""
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load
 
-    _check_file(card)
-    return _with_base(card, load_file(str(card.path)), load_tensors_numpy)
+    return _with_base(card, load(read_weights(card)), load_tensors_numpy)
 
 
 def _with_base(card: ModelCard, own: dict, load) -> dict:
@@ -107,13 +108,28 @@ def _with_base(card: ModelCard, own: dict, load) -> dict:
     return {**{k: v for k, v in load(parent).items() if not (drop and k.startswith(drop))}, **own}
 
 
-def _check_file(card: ModelCard) -> None:
+MAX_WEIGHTS = 1 << 30  # bytes a compressed weights file may expand to (ours are < 20 MB)
+
+
+def read_weights(card: ModelCard) -> bytes:
+    """The model's safetensors bytes (decompressed from a ``.xz`` file), checked against the card's SHA-256."""
     if not card.path.is_file():
         raise ModelMismatch(f"weights file {card.path} of model {card.id!r} is missing")
-    digest = sha256_file(card.path)
+    data = card.path.read_bytes()
+    if card.path.name.endswith(".xz"):
+        dec = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+        try:
+            data = dec.decompress(data, max_length=MAX_WEIGHTS)
+        except lzma.LZMAError:
+            data = None
+        if data is None or not dec.eof:  # damaged, cut short, or expanding past MAX_WEIGHTS
+            raise ModelMismatch(f"weights file {card.path} of model {card.id!r} is not a whole xz stream; the file "
+                                f"is damaged or not the published one")
+    digest = hashlib.sha256(data).hexdigest()
     if digest != card.sha256:
         raise ModelMismatch(f"weights of model {card.id!r} have SHA-256 {digest[:16]}..., the card pins "
                             f"{card.sha256[:16]}...; the file is damaged or not the published one")
+    return data
 
 
 def load_torch_state(path) -> dict:

@@ -255,3 +255,22 @@ def test_step_allocation_trades_bits_between_tensors():
 
     (b_u, e_u), (b_a, e_a) = measure(uniform), measure(steps)
     assert b_a < b_u or e_a < e_u
+
+
+def test_fitting_precision_follows_the_hardware_and_can_be_turned_off(monkeypatch):
+    """bf16 fitting only where native (an encoder speed-up; decoding stays float32); NCODEC_FIT_BF16=0 forces
+    float32, and both paths fit the clip."""
+    from ncodec.codecs import nerv
+
+    clip = _clip(6)
+    cfg = nerv._quality_config(40, 48, 64, False, 6, 1)
+    results = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("NCODEC_FIT_BF16", flag)
+        fitter = nerv._Fitter(cfg, "cpu")
+        if flag == "0":
+            assert fitter.bf16 is False
+        results[flag] = fitter.fit(clip, 0, 40, 600.0, lr=5e-3)
+        assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in fitter.net.parameters())
+    flat = 10 * np.log10(1 / np.mean((clip / 255.0 - (clip / 255.0).mean((0, 1, 2))) ** 2))
+    assert min(results.values()) > flat + 3
