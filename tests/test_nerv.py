@@ -274,3 +274,33 @@ def test_fitting_precision_follows_the_hardware_and_can_be_turned_off(monkeypatc
         assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in fitter.net.parameters())
     flat = 10 * np.log10(1 / np.mean((clip / 255.0 - (clip / 255.0).mean((0, 1, 2))) ** 2))
     assert min(results.values()) > flat + 3
+
+
+def test_refit_of_small_tensors_keeps_large_ones_on_their_steps_and_lowers_the_error():
+    import torch
+
+    from ncodec.codecs import nerv
+
+    clip = _clip(6)
+    cfg = nerv._quality_config(40, 48, 64, False, 6, 1)
+    fitter = nerv._Fitter(cfg, "cpu")
+    fitter.fit(clip, 0, 30, 600.0, lr=5e-3)
+    steps = fitter.steps_for(5)  # coarse, so quantisation costs something to win back
+    x, t = fitter.target(clip)
+    saved = {k: v.clone() for k, v in fitter.net.state_dict().items()}
+
+    def quantised_mse():
+        fitter.load_ints(fitter.quantise(steps), steps)
+        with torch.no_grad():
+            return float(((fitter.net(t) - x) ** 2).mean())
+
+    plain = quantised_mse()
+    fitter.net.load_state_dict(saved)
+    fitter.refit_small(clip, steps, 600.0, 30)
+    params = list(fitter.net.parameters())
+    for p, st, (name, old) in zip(params, steps, saved.items()):
+        if p.numel() >= nerv.REFIT_SIZE:
+            assert torch.equal(p.detach(), torch.round(old / st) * st), name
+    assert any(p.numel() < nerv.REFIT_SIZE and not torch.equal(p.detach(), saved[n])
+               for n, p in fitter.net.named_parameters())
+    assert quantised_mse() < plain

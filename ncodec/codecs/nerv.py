@@ -56,6 +56,10 @@ QAT_BITS = 6
 # share of a group's time budget kept for the rate-distortion choice of the quantisation steps (allocate_steps)
 ALLOC_SHARE = 0.06
 ALLOC_FRAMES = 24  # frames whose error the step choice measures (evenly spaced over the group)
+# without QAT: after the steps are chosen, tensors of at least REFIT_SIZE entries are quantised and the smaller ones
+# (biases, the rank projection, the head) re-fitted on them for REFIT_SHARE of the group's budget
+REFIT_SHARE = 0.08
+REFIT_SIZE = 2000
 
 
 @dataclass(frozen=True)
@@ -359,6 +363,45 @@ class _Fitter:
                 cost, steps, bits[i] = best
         return steps
 
+    def refit_small(self, frames: np.ndarray, steps: list[float], max_s: float, max_epochs: int,
+                    lr: float = 1e-3) -> None:
+        """Quantise every tensor of at least ``REFIT_SIZE`` entries onto its step and fit the smaller ones on that
+        quantised network for ``max_s`` seconds or ``max_epochs`` (they are quantised afterwards with the rest, and cheaply: they
+        hold ~10 % of the weights). Measured on 60 foreman frames (nerv q30, a 120 s fit, 25 s of this): 29.69 ->
+        29.91 dB after quantisation at the same bytes (threshold 5000: +0.12 dB; lr 3e-4: +0.13 dB)."""
+        import torch
+        import torch.nn.functional as F
+
+        x, t = self.target(frames)
+        params = list(self.net.parameters())
+        with torch.no_grad():
+            for p, st in zip(params, steps):
+                if p.numel() >= REFIT_SIZE:
+                    p.copy_(torch.round(p / st) * st)
+        small = [p for p in params if p.numel() < REFIT_SIZE]
+        if not small:
+            return
+        opt = torch.optim.Adam(small, lr=lr, betas=(0.9, 0.99))
+        gen = torch.Generator().manual_seed(1)
+        batch = max(1, min(len(frames), 4))
+        start = time.time()
+        for _ in range(max_epochs):
+            if time.time() - start >= max_s:
+                break
+            order = torch.randperm(len(frames), generator=gen)
+            for i in range(0, len(frames), batch):
+                b = order[i : i + batch]
+                with self._autocast():
+                    y = self.net(t[b])
+                loss = F.mse_loss(y.float(), x[b])
+                opt.zero_grad()
+                loss.backward()
+                for p in params:  # the quantised tensors stay where they are
+                    if p.numel() >= REFIT_SIZE:
+                        p.grad = None
+                opt.step()
+                self._apply_masks()
+
     qat_steps = None  # the steps QAT trained on, once it started
     masks = None  # pruning: 0/1 masks of the weight matrices, re-applied after every step
 
@@ -624,8 +667,9 @@ class _NervBase(Codec):
                 state = ckpt.state(gi) if ckpt else None
                 report = (lambda e, E, p, gi=gi: progress(gi, n_groups, e, E, p)) if progress else None
                 # warm-started groups fine-tune with a lower rate: smaller weight residuals to code
-                # pruned: the last 15% fine-tunes the survivors; without QAT, ALLOC_SHARE is kept for the steps
-                share = (0.85 if prune else 1.0) - (ALLOC_SHARE if qat is None else 0.0)
+                # pruned: the last 15% fine-tunes the survivors; without QAT, ALLOC_SHARE + REFIT_SHARE is kept for
+                # the steps and the re-fit of the small tensors
+                share = (0.85 if prune else 1.0) - (ALLOC_SHARE + REFIT_SHARE if qat is None else 0.0)
                 fitter.fit(frames, 0, g_epochs, g_budget * share, lr=5e-3 if intra else 2e-3, qat=qat,
                            progress=report, state=state,
                            save=(lambda s, gi=gi: ckpt.save_state(gi, s)) if ckpt else None)
@@ -634,8 +678,9 @@ class _NervBase(Codec):
                     fitter.fit(frames, 0, max(1, g_epochs // 5), g_budget * 0.15, lr=1e-3, progress=report)
                 if fitter.qat_steps is not None:
                     steps = fitter.qat_steps
-                else:  # the fit left ALLOC_SHARE of the budget for this
+                else:  # the fit left ALLOC_SHARE + REFIT_SHARE of the budget for this
                     steps = fitter.allocate_steps(*fitter.target(frames), ALLOC_SHARE * g_budget)
+                    fitter.refit_small(frames, steps, REFIT_SHARE * g_budget, max(1, g_epochs // 10))
                 ints = fitter.quantise(steps)
                 payload_ints = ints if intra else [a - b for a, b in zip(ints, prev[1])]
                 data = pack_weights(payload_ints, steps)
