@@ -2,9 +2,9 @@
 
 A card is JSON with at least ``id``, ``codec``, ``media``, ``file`` and ``sha256``. A ``file`` ending in
 ``.safetensors.xz`` is the same safetensors file stored xz-compressed (``scripts/compress_model.py``); the card's
-SHA-256 pins the safetensors bytes inside, so files that name the model decode the same either way. Models are looked up in
-$NCODEC_MODELS (if set) and then in the models/ folder of this project; when a file names no model, the encoder
-uses the highest id of the first folder that has a model for the codec and media.
+SHA-256 pins the safetensors bytes inside, so files that name the model decode the same either way. Models are
+looked up in $NCODEC_MODELS (if set) and then in the models/ folder of this project; when a file names no model,
+the encoder uses the highest id of the first folder that has a model for the codec and media.
 """
 from __future__ import annotations
 
