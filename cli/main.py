@@ -612,20 +612,24 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 @click.option("--init", default=None, type=click.Path(),
               help="rvq: start a new run from a shipped model's .safetensors (e.g. models/rvq-audio-v1.safetensors); "
                    "walloc-image / walloc-audio: from an installed model's id (e.g. walloc-image-v3; its z density is "
-                   "re-learned first, networks frozen for 2000 steps).")
+                   "re-learned first, networks frozen for 2000 steps); mcquic: from an installed model's id (e.g. "
+                   "mcquic-image-v1).")
 @click.option("--base", default=None,
               help="walloc-context / walloc-decoder: the installed image model to start from (default "
                    "walloc-image-v2 / walloc-image-v3).")
 @click.option("--model-id", default=None,
-              help="walloc recipes: id of the model written to --export (walloc-context / walloc-decoder: "
-                   "walloc-image-v3 / walloc-image-v4, default folder models; walloc-image / walloc-audio: "
-                   "walloc-image-v2 / walloc-audio-v2).")
+              help="walloc and mcquic recipes: id of the model written to --export (default: mcquic-image-v1; "
+                   "walloc-context / walloc-decoder: walloc-image-v3 / walloc-image-v4, default folder models; "
+                   "walloc-image / walloc-audio: walloc-image-v2 / walloc-audio-v2).")
+@click.option("--fine-stages", default=None, type=int,
+              help="mcquic: residual codebooks per group at 1/8 (default 4; with --init, stages beyond the model's "
+                   "are added and seeded from the data).")
 @click.option("--res-blocks", default=None, type=int,
               help="walloc-decoder: residual blocks of the fine-tuned decoder (default: the base model's; more "
                    "blocks start as the identity).")
 @click.pass_context
 def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr, ste_after, lambda_scale, extra,
-          groups, head_frames, export_to, init, base, model_id, res_blocks):
+          groups, head_frames, export_to, init, base, model_id, res_blocks, fine_stages):
     """Train (or resume) a model recipe; checkpoints go to --run.
 
     walloc-context fits the integer causal context model of an image model (no network training: same pixels,
@@ -669,9 +673,10 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
 
             log = lambda m: click.echo(m, err=True)  # noqa: E731
             mcquic.train(Path(run_dir), steps or 15000, data, batch=batch or 16, crop=crop or 128, lr=lr or 5e-4,
-                         log=log)
+                         log=log, init=init, config={"fine_stages": fine_stages} if fine_stages else None)
             if export_to:
-                card = mcquic.export(Path(run_dir), Path(export_to), data=data, log=log)
+                card = mcquic.export(Path(run_dir), Path(export_to), model_id=model_id or "mcquic-image-v1",
+                                     data=data, log=log)
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
         if recipe == "vqgan":

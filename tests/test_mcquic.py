@@ -176,3 +176,34 @@ def test_rate_aware_index_choice_saves_bits(models, photo, monkeypatch):
         sizes[alpha] = len(blob)
         assert ncodec.decode(blob).data.shape == photo.shape
     assert sizes[2.0] < sizes[0.0]
+
+
+def test_warm_start_adds_fine_stages(models, tiny, photo, tmp_path):
+    """`ncodec train mcquic --init ID --fine-stages S`: the networks and codebooks come from the installed model,
+    the added stages are seeded from data, and a resumed run does not fall back to the autoencoder warm-up."""
+    import torch
+
+    from ncodec.codecs.mcquic_net import McquicConfig, McquicNet
+    from ncodec.train import mcquic
+    from ncodec.zoo import find, load_tensors
+
+    tensors = load_tensors(find("mcquic", "image", "mcquic-image-tiny"))
+    net = McquicNet(McquicConfig(**{**TINY, "fine_stages": 3}))
+    assert mcquic.warm_start(net, "mcquic-image-tiny") == 6
+    assert torch.equal(net.enc_in.weight, tensors["net.enc_in.weight"].float())
+    for j in range(6):
+        assert torch.equal(net.vq[j].embed, tensors["codebooks"][j].float())
+    emb = net.rate_emb.weight
+    assert torch.equal(emb[:7], tensors["net.rate_emb.weight"].float()) and torch.equal(emb[7], emb[6])
+    with pytest.raises(ValueError, match="layout"):
+        mcquic.warm_start(McquicNet(McquicConfig(**{**TINY, "groups": 4})), "mcquic-image-tiny")
+
+    corpus = _corpus(tmp_path / "corpus", photo)
+    logs = []
+    mcquic.train(tmp_path / "run", 2, str(corpus), batch=4, crop=32, config={"fine_stages": 3},
+                 init="mcquic-image-tiny", save_every=2, log=logs.append)
+    assert any("started from mcquic-image-tiny" in m for m in logs)
+    assert any("seeded codebooks 6..7" in m for m in logs)
+    logs.clear()
+    mcquic.train(tmp_path / "run", 3, str(corpus), batch=4, crop=32, log=logs.append)
+    assert any("resumed" in m for m in logs) and not any("seeded" in m for m in logs)

@@ -24,7 +24,9 @@ CLASSICAL = {
             {"irreversible": True, "quality_mode": "rates", "mct": 1}),
 }
 LEARNED_RATES = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
-LEARNED_SWEEPS = {"vqgan": [0, 14, 29, 43, 57, 71, 86, 100]}  # one quality per ladder rung (8 rungs)
+LEARNED_SWEEPS = {"vqgan": [0, 14, 29, 43, 57, 71, 86, 100],  # one quality per ladder rung (8 rungs)
+                  # every second codebook count of mcquic-image-v2 (n = 1, 3, .., 15, 16 of 16)
+                  "mcquic": [0, 13, 27, 40, 53, 67, 80, 93, 100]}
 SETTINGS = {
     "jpeg": "Pillow libjpeg, 4:2:0", "webp": "Pillow libwebp, method 6", "avif": "Pillow libavif, 4:4:4, speed 6",
     "jxl": "pillow-jxl-plugin defaults (perceptual tuning)", "j2k": "Pillow OpenJPEG, 9/7 irreversible, colour transform (mct=1), rate mode",

@@ -26,22 +26,37 @@ PRIOR = 64.0  # pseudo-counts pulling each conditional table towards its codeboo
 
 
 def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 128, lr: float = 5e-4,
-          save_every: int = 500, log=print, config: dict | None = None, warmup: int = WARMUP):
+          save_every: int = 500, log=print, config: dict | None = None, warmup: int = WARMUP,
+          init: str | None = None):
+    """Train (or resume) in ``run``. ``init``: start a new run from an installed model's id instead (its networks
+    and codebooks; ``config`` may add residual stages, whose codebooks are then seeded from the data at step 0,
+    with no autoencoder warm-up)."""
     from .data import CropSampler, corpus_root, load_images
 
     run.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ckpt = run / "checkpoint.pt"
     state = torch.load(ckpt, map_location=device, weights_only=True) if ckpt.exists() else None
-    cfg = McquicConfig(**(state["config"] if state else (config or {})))
+    if state:
+        config = state["config"]
+    elif init:  # the installed model's layout, with ``config``'s changes (e.g. more fine stages)
+        from ..zoo import find
+
+        config = {**{k: v for k, v in find("mcquic", "image", init).card["config"].items() if k != "clusters"},
+                  **(config or {})}
+    cfg = McquicConfig(**(config or {}))
     net = McquicNet(cfg).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    step = 0
+    step, seeded = 0, None
     if state:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step = int(state["step"])
+        warmup = int(state.get("warmup", warmup))
         log(f"resumed from {ckpt} at step {step}")
+    elif init:
+        seeded = warm_start(net, init, log)
+        warmup = -1
     root = corpus_root(data) / "train" / "images"
     images = load_images(root, crop)
     log(f"{len(images)} training images from {root}, device {device}, {sum(p.numel() for p in net.parameters())} "
@@ -53,15 +68,19 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
     def crops():
         return torch.from_numpy(sampler.batch(batch)).to(device).permute(0, 3, 1, 2).float() / 255.0
 
+    if seeded is not None and seeded < cfg.n_codebooks:
+        seed_codebooks(net, crops, log, first=seeded)
+
     while step < steps:
         if step == warmup:
             seed_codebooks(net, crops, log)
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 200) if step < 0.8 * steps else lr / 4
+        quantize = step >= warmup
         x = crops()
         n = torch.randint(1, cfg.n_codebooks + 1, (batch,), device=device)
         record = {}
-        x_hat, vq = net(x, n, quantize=step >= warmup, record=record)
+        x_hat, vq = net(x, n, quantize=quantize, record=record)
         mse = F.mse_loss(x_hat, x, reduction="none").mean((1, 2, 3))
         loss = 255**2 * mse.mean() + VQ_WEIGHT * vq
         opt.zero_grad()
@@ -93,7 +112,8 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
             log(f"step {step}: distinct codes per codebook in the batch {used}")
         if step % save_every == 0 or step == steps:
             tmp = run / "checkpoint.tmp"
-            torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "config": cfg.to_dict()},
+            torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "config": cfg.to_dict(),
+                        "warmup": warmup},
                        tmp)
             tmp.replace(ckpt)
             (run / "progress.json").write_text(json.dumps({"step": step, "steps": steps}))
@@ -101,12 +121,44 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
 
 
 @torch.no_grad()
-def seed_codebooks(net: McquicNet, crops, log=print, batches: int = 4) -> None:
-    """Seed codebook j (in cascade order) with vectors it would quantise, given the codebooks seeded before."""
+def warm_start(net: McquicNet, model_id: str, log=print) -> int:
+    """Load an installed model's networks and codebooks into ``net`` (same layout, possibly more stages per
+    scale); returns how many of ``net``'s codebooks came from it (in cascade order, the new ones are last only if
+    the coarse layout is the same). Rate embeddings beyond the old model's codebook count copy its last one."""
+    from ..zoo import find, load_tensors
+
+    card = find("mcquic", "image", model_id)
+    tensors = load_tensors(card)
+    old = McquicConfig(**{k: v for k, v in card.card["config"].items() if k != "clusters"})
+    cfg = net.cfg
+    same = ("levels", "ch", "width", "n_res", "groups", "coarse_stages", "codebook_size")
+    if any(getattr(old, k) != getattr(cfg, k) for k in same) or old.fine_stages > cfg.fine_stages:
+        raise ValueError(f"{card.id} has a layout this config cannot extend ({old} -> {cfg})")
+    state = net.state_dict()
+    for k, v in tensors.items():
+        if not k.startswith("net."):
+            continue
+        name = k[4:]
+        if name == "rate_emb.weight":
+            w = v.float()
+            state[name][: len(w)] = w
+            state[name][len(w):] = w[-1]
+        else:
+            state[name] = v.float()
+    net.load_state_dict(state)
+    for j, cb in enumerate(tensors["codebooks"].float()):
+        net.vq[j].reseed(torch.arange(cfg.codebook_size), cb)
+    log(f"started from {card.id}: networks and {old.n_codebooks} of {cfg.n_codebooks} codebooks")
+    return old.n_codebooks
+
+
+@torch.no_grad()
+def seed_codebooks(net: McquicNet, crops, log=print, batches: int = 4, first: int = 0) -> None:
+    """Seed codebook j >= ``first`` (in cascade order) with vectors it would quantise, given the codebooks before."""
     cfg = net.cfg
     xs = [crops() for _ in range(batches)]
     full = torch.full((xs[0].shape[0],), cfg.n_codebooks, dtype=torch.long)
-    for j in range(cfg.n_codebooks):
+    for j in range(first, cfg.n_codebooks):
         vecs = []
         for x in xs:
             rec = {}
@@ -117,7 +169,7 @@ def seed_codebooks(net: McquicNet, crops, log=print, batches: int = 4) -> None:
         if len(pick) < cfg.codebook_size:
             pick = torch.cat([pick, torch.randint(0, len(v), (cfg.codebook_size - len(pick),))])
         net.vq[j].reseed(torch.arange(cfg.codebook_size), v[pick] + 1e-3 * torch.randn_like(v[pick]))
-    log(f"seeded {cfg.n_codebooks} codebooks from latent vectors")
+    log(f"seeded codebooks {first}..{cfg.n_codebooks - 1} from latent vectors")
 
 
 @torch.no_grad()
