@@ -165,6 +165,7 @@ def write_model(out: Path, model_id: str, codec: str, media: str, tensors: dict,
     weights = out / f"{model_id}.safetensors"
     tmp = out / f".{model_id}.safetensors.tmp"
     save_file(tensors, str(tmp), metadata={"model_id": model_id, "config": json.dumps(config)})
+    tmp.chmod(0o644)  # safetensors creates it readable by its owner only; shipped weights are for every user
     card_path = out / f"{model_id}.json"
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     card.update({"id": model_id, "codec": codec, "media": media, "file": weights.name,
