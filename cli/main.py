@@ -518,6 +518,8 @@ def _check_model_target(ctx, out_dir: str, model_id: str, force: bool) -> None:
     from ncodec.errors import BadInput
 
     target = Path(out_dir) / f"{model_id}.safetensors"
+    card = Path(out_dir) / f"{model_id}.json"  # the weights may be stored as .safetensors.xz
+    target = target if target.exists() or not card.exists() else card
     if target.exists() and not force:
         click.echo(f"ncodec: error: {target} exists; use --force to overwrite it", err=True)
         ctx.exit(EXIT_EXISTS)
@@ -618,7 +620,8 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
               help="walloc-context / walloc-decoder: the installed image model to start from (default "
                    "walloc-image-v2 / walloc-image-v3).")
 @click.option("--model-id", default=None,
-              help="walloc and mcquic recipes: id of the model written to --export (default: mcquic-image-v1; "
+              help="walloc and mcquic recipes: id of the model written to --export (mcquic: default mcquic-image-v1, an "
+                   "installed id is refused; "
                    "walloc-context / walloc-decoder: walloc-image-v3 / walloc-image-v4, default folder models; "
                    "walloc-image / walloc-audio: walloc-image-v2 / walloc-audio-v2).")
 @click.option("--fine-stages", default=None, type=int,
@@ -672,6 +675,8 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
             from ncodec.train import mcquic
 
             log = lambda m: click.echo(m, err=True)  # noqa: E731
+            if export_to:  # never overwrite an installed model (files naming it must keep decoding)
+                _check_model_target(ctx, export_to, model_id or "mcquic-image-v1", False)
             mcquic.train(Path(run_dir), steps or 15000, data, batch=batch or 16, crop=crop or 128, lr=lr or 5e-4,
                          log=log, init=init, config={"fine_stages": fine_stages} if fine_stages else None)
             if export_to:

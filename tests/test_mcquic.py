@@ -207,3 +207,10 @@ def test_warm_start_adds_fine_stages(models, tiny, photo, tmp_path):
     logs.clear()
     mcquic.train(tmp_path / "run", 3, str(corpus), batch=4, crop=32, log=logs.append)
     assert any("resumed" in m for m in logs) and not any("seeded" in m for m in logs)
+
+    # exporting under an installed model's id is refused before any training (its files must keep decoding)
+    r = subprocess.run([sys.executable, "-m", "cli.main", "train", "mcquic", "--run", str(tmp_path / "run2"),
+                        "--steps", "1", "--data", str(corpus), "--export", str(tiny[0]), "--model-id",
+                        "mcquic-image-tiny"], capture_output=True, text=True)
+    assert r.returncode != 0 and "exists" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run2").exists()

@@ -76,11 +76,10 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
             seed_codebooks(net, crops, log)
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 200) if step < 0.8 * steps else lr / 4
-        quantize = step >= warmup
         x = crops()
         n = torch.randint(1, cfg.n_codebooks + 1, (batch,), device=device)
         record = {}
-        x_hat, vq = net(x, n, quantize=quantize, record=record)
+        x_hat, vq = net(x, n, quantize=step >= warmup, record=record)
         mse = F.mse_loss(x_hat, x, reduction="none").mean((1, 2, 3))
         loss = 255**2 * mse.mean() + VQ_WEIGHT * vq
         opt.zero_grad()
@@ -122,9 +121,9 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
 
 @torch.no_grad()
 def warm_start(net: McquicNet, model_id: str, log=print) -> int:
-    """Load an installed model's networks and codebooks into ``net`` (same layout, possibly more stages per
-    scale); returns how many of ``net``'s codebooks came from it (in cascade order, the new ones are last only if
-    the coarse layout is the same). Rate embeddings beyond the old model's codebook count copy its last one."""
+    """Load an installed model's networks and codebooks into ``net`` (the same layout, or more fine stages: the
+    added codebooks come last in cascade order); returns how many codebooks came from it. Rate embeddings beyond
+    the old model's codebook count copy its last one."""
     from ..zoo import find, load_tensors
 
     card = find("mcquic", "image", model_id)
@@ -133,7 +132,9 @@ def warm_start(net: McquicNet, model_id: str, log=print) -> int:
     cfg = net.cfg
     same = ("levels", "ch", "width", "n_res", "groups", "coarse_stages", "codebook_size")
     if any(getattr(old, k) != getattr(cfg, k) for k in same) or old.fine_stages > cfg.fine_stages:
-        raise ValueError(f"{card.id} has a layout this config cannot extend ({old} -> {cfg})")
+        from ..errors import BadInput
+
+        raise BadInput(f"{card.id}'s layout cannot become this one: only fine stages may be added")
     state = net.state_dict()
     for k, v in tensors.items():
         if not k.startswith("net."):
