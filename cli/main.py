@@ -513,18 +513,14 @@ def convert_weights(ctx, inputs, output, force):
     _run(ctx, work)
 
 
-def _check_model_target(ctx, out_dir: str, model_id: str, force: bool) -> None:
-    """A converter's output: an existing model folder, and no model of that id unless --force."""
+def _check_model_target(out_dir: str, model_id: str, force: bool) -> None:
+    """An export's target: an existing model folder without a model of that id (unless --force)."""
     from ncodec.errors import BadInput
+    from ncodec.zoo import check_new_model
 
-    target = Path(out_dir) / f"{model_id}.safetensors"
-    card = Path(out_dir) / f"{model_id}.json"  # the weights may be stored as .safetensors.xz
-    target = target if target.exists() or not card.exists() else card
-    if target.exists() and not force:
-        click.echo(f"ncodec: error: {target} exists; use --force to overwrite it", err=True)
-        ctx.exit(EXIT_EXISTS)
     if not Path(out_dir).is_dir():
         raise BadInput(f"folder {out_dir} does not exist")
+    check_new_model(Path(out_dir), model_id, force)
 
 
 @main.command("convert-vqgan")
@@ -547,10 +543,11 @@ def convert_vqgan(ctx, checkpoint, out_dir, model_id, data, force):
         from ncodec.errors import BadInput
         from ncodec.train.vqgan import convert_taming
 
-        _check_model_target(ctx, out_dir, model_id, force)
+        _check_model_target(out_dir, model_id, force)
         if data is not None and not Path(data).is_dir():
             raise BadInput(f"--data {data} is not a folder")
-        card = convert_taming(checkpoint, Path(out_dir), model_id, data, log=lambda m: click.echo(m, err=True))
+        card = convert_taming(checkpoint, Path(out_dir), model_id, data, log=lambda m: click.echo(m, err=True),
+                              overwrite=force)
         click.echo(f"wrote {card['id']} (codebook {card['config']['codebook_size']}, rungs "
                    f"{card['config']['rungs']}) to {out_dir}", err=True)
 
@@ -575,13 +572,21 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
     def work():
         from ncodec.train.rvq import convert_encodec as convert
 
-        _check_model_target(ctx, out_dir, model_id, force)
+        _check_model_target(out_dir, model_id, force)
         card = convert(checkpoint, Path(out_dir), model_id, [Path(f) for f in folders] or None,
-                       log=lambda m: click.echo(m, err=True))
+                       log=lambda m: click.echo(m, err=True), overwrite=force)
         click.echo(f"wrote {card['id']} ({card['config']['n_q']} codebooks of {card['config']['codebook_size']}, "
                    f"{card['config']['rate']} Hz) to {out_dir}", err=True)
 
     _run(ctx, work)
+
+
+# the id each recipe exports under unless --model-id names another (all shipped: an export must name a new id or
+# use --force)
+TRAIN_EXPORT_IDS = {"walloc-image": "walloc-image-v2", "walloc-audio": "walloc-audio-v2",
+                    "walloc-context": "walloc-image-v3", "walloc-decoder": "walloc-image-v4",
+                    "pc-digits": "pc-digits-v1", "pc-digits-context": "pc-digits-v2", "pc-image": "pc-image-v2",
+                    "rvq": "rvq-audio-v1", "mcquic": "mcquic-image-v1", "vqgan": "vqgan-image-v1"}
 
 
 @main.command()
@@ -620,10 +625,11 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
               help="walloc-context / walloc-decoder: the installed image model to start from (default "
                    "walloc-image-v2 / walloc-image-v3).")
 @click.option("--model-id", default=None,
-              help="walloc and mcquic recipes: id of the model written to --export (mcquic: default mcquic-image-v1, an "
-                   "installed id is refused; "
-                   "walloc-context / walloc-decoder: walloc-image-v3 / walloc-image-v4, default folder models; "
-                   "walloc-image / walloc-audio: walloc-image-v2 / walloc-audio-v2).")
+              help="Id of the model written to --export (default: the recipe's shipped id, see docs/training.md; "
+                   "walloc-context writes to models unless --export names a folder). A model of that id already in "
+                   "the folder is refused before training starts, unless --force.")
+@click.option("--force", is_flag=True, help="Let --export replace a model of the same id (files naming the old "
+              "weights will no longer decode).")
 @click.option("--fine-stages", default=None, type=int,
               help="mcquic: residual codebooks per group at 1/8 (default 4; with --init, stages beyond the model's "
                    "are added and seeded from the data).")
@@ -632,7 +638,7 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
                    "blocks start as the identity).")
 @click.pass_context
 def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr, ste_after, lambda_scale, extra,
-          groups, head_frames, export_to, init, base, model_id, res_blocks, fine_stages):
+          groups, head_frames, export_to, init, base, model_id, res_blocks, fine_stages, force):
     """Train (or resume) a model recipe; checkpoints go to --run.
 
     walloc-context fits the integer causal context model of an image model (no network training: same pixels,
@@ -640,8 +646,15 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
     the synthesis of an image model on the latents its encoder writes (same bytes, other pixels)."""
 
     run_dir = run_dir or f"runs/{recipe}"
+    if recipe == "walloc-context":
+        export_to = export_to or "models"
+    model_id = model_id or TRAIN_EXPORT_IDS[recipe]
 
     def work():
+        if export_to:  # checked before any training: an export never silently replaces an installed model
+            from ncodec.zoo import check_new_model
+
+            check_new_model(Path(export_to), model_id, force)
         if recipe in ("pc-digits", "pc-digits-context", "pc-image"):
             from ncodec.train import pc
 
@@ -657,7 +670,7 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
             if export_to:
                 export = {"pc-digits": pc.export, "pc-digits-context": pc.export_digits_context,
                           "pc-image": pc.export_image}[recipe]
-                card = export(Path(run_dir), Path(export_to))
+                card = export(Path(run_dir), Path(export_to), model_id, overwrite=force)
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
         if recipe == "rvq":
@@ -668,20 +681,19 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
                       extra=extra, config={"groups": groups, "n_q": 24 // groups, "head_frames": head_frames,
                                            "n_fft": 1280 // head_frames}, log=log, init=init)
             if export_to:
-                card = rvq.export(Path(run_dir), Path(export_to), data=data, extra=extra, log=log)
+                card = rvq.export(Path(run_dir), Path(export_to), model_id, data=data, extra=extra, log=log,
+                                  overwrite=force)
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
         if recipe == "mcquic":
             from ncodec.train import mcquic
 
             log = lambda m: click.echo(m, err=True)  # noqa: E731
-            if export_to:  # never overwrite an installed model (files naming it must keep decoding)
-                _check_model_target(ctx, export_to, model_id or "mcquic-image-v1", False)
             mcquic.train(Path(run_dir), steps or 15000, data, batch=batch or 16, crop=crop or 128, lr=lr or 5e-4,
                          log=log, init=init, config={"fine_stages": fine_stages} if fine_stages else None)
             if export_to:
-                card = mcquic.export(Path(run_dir), Path(export_to), model_id=model_id or "mcquic-image-v1",
-                                     data=data, log=log)
+                card = mcquic.export(Path(run_dir), Path(export_to), model_id=model_id, data=data, log=log,
+                                     overwrite=force)
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
         if recipe == "vqgan":
@@ -693,22 +705,22 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
             vqgan.ladder(run, data, log=log)
             vqgan.train_transformer(run, data, log=log)
             if export_to:
-                card = vqgan.export(run, Path(export_to), data=data, log=log)
+                card = vqgan.export(run, Path(export_to), model_id, data=data, log=log, overwrite=force)
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
         from ncodec.train import walloc
 
         log = lambda m: click.echo(m, err=True)  # noqa: E731
         if recipe == "walloc-context":
-            out = Path(export_to or "models")
-            card = walloc.fit_context(base or "walloc-image-v2", data, out, model_id or "walloc-image-v3", log=log)
-            click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {out}", err=True)
+            card = walloc.fit_context(base or "walloc-image-v2", data, Path(export_to), model_id, log=log,
+                                      overwrite=force)
+            click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
         if recipe == "walloc-decoder":
             walloc.train_decoder(Path(run_dir), base or "walloc-image-v3", steps or 14000, data, batch=batch or 6,
                                  crop=crop or 192, lr=lr or 2e-4, n_res=res_blocks, log=log)
             if export_to:
-                card = walloc.export_decoder(Path(run_dir), Path(export_to), model_id or "walloc-image-v4", log=log)
+                card = walloc.export_decoder(Path(run_dir), Path(export_to), model_id, log=log, overwrite=force)
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
         steps_ = steps or 20000
@@ -717,7 +729,7 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
                      lr=lr or 3e-4,
                      log=log, recipe=recipe, ste_after=ste_after, lambda_scale=lambda_scale, init=init)
         if export_to:
-            card = walloc.export(Path(run_dir), Path(export_to), model_id=model_id)
+            card = walloc.export(Path(run_dir), Path(export_to), model_id=model_id, overwrite=force)
             click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
 
     _run(ctx, work)

@@ -33,3 +33,7 @@ class ModelMismatch(NcodecError, LookupError):
 
 class BadInput(NcodecError, ValueError):
     """The input media cannot be read or is outside what the codec supports."""
+
+
+class ModelExists(NcodecError, FileExistsError):
+    """A model of that id is already in the target folder; exports never replace one unless told to."""

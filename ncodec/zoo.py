@@ -154,25 +154,50 @@ def load_torch_state(path) -> dict:
     return obj
 
 
-def write_model(out: Path, model_id: str, codec: str, media: str, tensors: dict, config: dict,
-                card_extra: dict) -> dict:
-    """Write ``<out>/<id>.safetensors`` and its JSON card (updated in place, SHA-256 pinned). Both are written
-    whole to temporary names and then renamed, so a failure leaves no partial model behind."""
-    from safetensors.torch import save_file
+def check_new_model(out: Path, model_id: str, overwrite: bool = False) -> None:
+    """Refuse (:class:`ModelExists`) to write model ``model_id`` into ``out`` when a model of that id is there
+    (weights, xz-compressed weights or card): files naming a shipped model must keep decoding, so an export
+    replaces one only with ``overwrite``."""
+    from .errors import ModelExists
 
+    if overwrite:
+        return
+    for name in (f"{model_id}.safetensors", f"{model_id}.safetensors.xz", f"{model_id}.json"):
+        if (Path(out) / name).exists():
+            raise ModelExists(f"{Path(out) / name} exists: a model {model_id} is already there; choose another "
+                              f"id or use --force to replace it")
+
+
+def write_model(out: Path, model_id: str, codec: str, media: str, tensors: dict, config: dict | None,
+                card_extra: dict, overwrite: bool = False) -> dict:
+    """Write ``<out>/<id>.safetensors`` and its JSON card (SHA-256 pinned); ``tensors``: torch tensors, or all numpy arrays.
+
+    An existing model of that id is refused unless ``overwrite`` (:func:`check_new_model`); then its card is
+    updated in place and a stale ``.safetensors.xz`` of it removed. Both files are written whole to temporary
+    names and then renamed, so a failure leaves no partial model behind."""
+    check_new_model(out, model_id, overwrite)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{model_id}.safetensors"
     tmp = out / f".{model_id}.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"model_id": model_id, "config": json.dumps(config)})
+    meta = {"model_id": model_id} if config is None else {"model_id": model_id, "config": json.dumps(config)}
+    import numpy as np
+
+    if all(isinstance(v, np.ndarray) for v in tensors.values()):
+        from safetensors.numpy import save_file
+    else:
+        from safetensors.torch import save_file
+    save_file(tensors, str(tmp), metadata=meta)
     tmp.chmod(0o644)  # safetensors creates it readable by its owner only; shipped weights are for every user
     card_path = out / f"{model_id}.json"
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
-    card.update({"id": model_id, "codec": codec, "media": media, "file": weights.name,
-                 "sha256": sha256_file(tmp), "config": config})
     card.update(card_extra)
+    card.update({"id": model_id, "codec": codec, "media": media, "file": weights.name, "sha256": sha256_file(tmp)})
+    if config is not None:
+        card["config"] = config
     tmp.replace(weights)
     tmp_card = out / f".{model_id}.json.tmp"
     tmp_card.write_text(json.dumps(card, indent=2) + "\n")
     tmp_card.replace(card_path)
+    (out / f"{model_id}.safetensors.xz").unlink(missing_ok=True)
     return card

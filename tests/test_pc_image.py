@@ -203,6 +203,6 @@ def test_image_training_recipe_and_export(tmp_path):
     pc_train.train_image(run, 3, None, hidden=4, cond_steps=30, cond_batch=500, log=logs.append)
     assert any("conditional step 20" in m for m in logs if m.startswith("resumed"))
     assert torch.load(run / "checkpoint.pt", weights_only=True)["cond_step"] == 30
-    card = pc_train.export_image(run, tmp_path / "models", model_id="pc-image-tiny")
+    card = pc_train.export_image(run, tmp_path / "models", model_id="pc-image-tiny", overwrite=True)
     assert card["training"]["conditional_steps"] == 30 and card["training"]["check_bits_per_pixel_after_em"] == \
         round(after, 4)

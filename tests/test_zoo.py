@@ -59,3 +59,43 @@ def test_damaged_or_cut_compressed_weights_are_refused(packed):
         card.path.write_bytes(bad)
         with pytest.raises(ModelMismatch, match="damaged"):
             zoo.read_weights(card)
+
+
+def test_exports_never_replace_a_model_unless_told(tmp_path):
+    """write_model refuses an id already in the folder (weights, xz weights or card); with overwrite it replaces
+    it, keeps the card's other fields and drops a stale .safetensors.xz of that id."""
+    import numpy as np
+
+    from ncodec.errors import ModelExists
+    from ncodec.zoo import sha256_file, write_model
+
+    card = write_model(tmp_path, "m-t", "pc", "image", {"a": np.arange(4, dtype=np.int32)}, {"k": 1},
+                       {"note": "first"})
+    assert card["sha256"] == sha256_file(tmp_path / "m-t.safetensors") and card["config"] == {"k": 1}
+    before = (tmp_path / "m-t.safetensors").read_bytes()
+    with pytest.raises(ModelExists, match="m-t"):
+        write_model(tmp_path, "m-t", "pc", "image", {"a": np.zeros(4, np.int32)}, None, {})
+    assert (tmp_path / "m-t.safetensors").read_bytes() == before
+    (tmp_path / "x-t.json").write_text("{}")  # a model stored as .safetensors.xz has a card and no .safetensors
+    with pytest.raises(ModelExists):
+        write_model(tmp_path, "x-t", "pc", "image", {"a": np.zeros(4, np.int32)}, None, {})
+    (tmp_path / "m-t.safetensors.xz").write_bytes(b"stale")
+    card = write_model(tmp_path, "m-t", "pc", "image", {"a": np.ones(4, np.int32)}, {"k": 2},
+                       {"sha256": "not this"}, overwrite=True)
+    assert card["note"] == "first" and card["config"] == {"k": 2}
+    assert card["sha256"] == sha256_file(tmp_path / "m-t.safetensors") != "not this"
+    assert not (tmp_path / "m-t.safetensors.xz").exists()
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.parametrize("recipe,model_id", [("walloc-image", "walloc-image-v2"), ("pc-image", "pc-image-v2"),
+                                             ("rvq", "rvq-audio-v1"), ("vqgan", "vqgan-image-v1")])
+def test_train_export_refuses_a_shipped_id_before_training(tmp_path, recipe, model_id):
+    import subprocess
+    import sys
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    r = subprocess.run([sys.executable, "-m", "cli.main", "train", recipe, "--run", str(tmp_path / "run"),
+                        "--data", str(tmp_path / "none"), "--export", str(models)], capture_output=True, text=True)
+    assert r.returncode == 6 and model_id in r.stderr and "--force" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()

@@ -252,7 +252,7 @@ def tables_from_counts(marg: list[np.ndarray], cond: list[np.ndarray], prior: fl
 
 @torch.no_grad()
 def export(run: Path, out: Path, model_id: str = "mcquic-image-v1", data: str | None = None, crops: int = 1600,
-           crop: int = 256, log=print, extra_card: dict | None = None) -> dict:
+           crop: int = 256, log=print, extra_card: dict | None = None, overwrite: bool = False) -> dict:
     """Checkpoint -> models/<id>.safetensors (fp16 nets and codebooks, int32 tables and cluster maps) + card."""
     from .data import CropSampler, corpus_root, load_images
     from ..codecs.mcquic import RD_ALPHA, McquicModel
@@ -295,4 +295,4 @@ def export(run: Path, out: Path, model_id: str = "mcquic-image-v1", data: str | 
                          f"crops, {CLUSTERS} parent clusters, prior {PRIOR}, second pass with the "
                          f"encoder's entropy-constrained choice (alpha {RD_ALPHA})"},
             "codebooks": stats, **(extra_card or {})}
-    return write_model(out, model_id, "mcquic", "image", tensors, config, card)
+    return write_model(out, model_id, "mcquic", "image", tensors, config, card, overwrite)

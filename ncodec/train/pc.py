@@ -232,12 +232,10 @@ def quantize_rows(logp: torch.Tensor, bits: int = TABLE_BITS, floor: int = 0) ->
 
 
 def _write_tables(st: dict, out: Path, model_id: str, floor: int, card_fields: dict, extra_card: dict | None,
-                  leaf_bits: int = TABLE_BITS, trans_bits: int = TABLE_BITS) -> dict:
-    """Quantised integer tables of a checkpoint -> ``out/model_id.safetensors`` + JSON card (updated in place).
+                  leaf_bits: int = TABLE_BITS, trans_bits: int = TABLE_BITS, overwrite: bool = False) -> dict:
+    """Quantised integer tables of a checkpoint -> ``out/model_id.safetensors`` + JSON card (``zoo.write_model``).
     Rows of 2^14 are stored as int16, rows of 2^16 (entries >= 1, so each below 2^16) as uint16, finer as int32."""
-    from safetensors.numpy import save_file
-
-    from ..zoo import sha256_file
+    from ..zoo import write_model
 
     def table(name: str, bits: int) -> np.ndarray:
         dtype = np.int16 if bits < 16 else np.uint16 if bits == 16 else np.int32
@@ -245,24 +243,18 @@ def _write_tables(st: dict, out: Path, model_id: str, floor: int, card_fields: d
 
     tensors = {"parent": st["parent"].numpy().astype(np.int32), "prior": table("prior", trans_bits),
                "trans": table("trans", trans_bits), "leaf": table("leaf", leaf_bits)}
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / f"{model_id}.safetensors"
-    save_file(tensors, str(weights), metadata={"model_id": model_id})
-    card_path = out / f"{model_id}.json"
-    card = json.loads(card_path.read_text()) if card_path.exists() else {}
-    card.update({"id": model_id, "codec": "pc", "media": "image", "file": weights.name,
-                 "sha256": sha256_file(weights), **card_fields})
-    card.update(extra_card or {})
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
-    return card
+    config = card_fields.pop("config", None)
+    return write_model(out, model_id, "pc", "image", tensors, config, {**card_fields, **(extra_card or {})},
+                       overwrite)
 
 
-def export(run: Path, out: Path, model_id: str = "pc-digits-v1", extra_card: dict | None = None) -> dict:
+def export(run: Path, out: Path, model_id: str = "pc-digits-v1", extra_card: dict | None = None,
+           overwrite: bool = False) -> dict:
     """Checkpoint -> integer tables in safetensors (int16/int32) + JSON card."""
     st = torch.load(run / "checkpoint.pt", weights_only=True)
     return _write_tables(st, out, model_id, 0, {
         "config": {"hidden": int(st["hidden"]), "shape": [int(v) for v in st["shape"]] + [1], "table_bits": TABLE_BITS},
-        "training": {"iterations": int(st["iteration"]), "items": int(st["items"])}}, extra_card)
+        "training": {"iterations": int(st["iteration"]), "items": int(st["items"])}}, extra_card, overwrite=overwrite)
 
 
 # ------------------------------------------------------------------------------------------- natural images
@@ -521,7 +513,7 @@ def train_digits_context(run: Path, iterations: int, data: str | None, hidden: i
 
 
 def export_digits_context(run: Path, out: Path, model_id: str = "pc-digits-v2", extra_card: dict | None = None,
-                          shape=(28, 28)) -> dict:
+                          shape=(28, 28), overwrite: bool = False) -> dict:
     """Conditional digits checkpoint -> integer tables (every entry >= 1) + JSON card with the contexts."""
 
     st = torch.load(run / "checkpoint.pt", weights_only=True)
@@ -533,10 +525,11 @@ def export_digits_context(run: Path, out: Path, model_id: str = "pc-digits-v2", 
                      "rows": int(st["rows"]), "items": TRAIN_ITEMS - CHECK_ITEMS,
                      "check_bits_per_dim": round(float(st["check_bpp"]), 4),
                      "check_bits_per_dim_after_em": round(float(st.get("em_check_bpp", st["check_bpp"])), 4)}},
-        extra_card, leaf_bits=DIGIT_LEAF_BITS, trans_bits=DIGIT_TABLE_BITS)
+        extra_card, leaf_bits=DIGIT_LEAF_BITS, trans_bits=DIGIT_TABLE_BITS, overwrite=overwrite)
 
 
-def export_image(run: Path, out: Path, model_id: str = "pc-image-v2", extra_card: dict | None = None) -> dict:
+def export_image(run: Path, out: Path, model_id: str = "pc-image-v2", extra_card: dict | None = None,
+                 overwrite: bool = False) -> dict:
     """Image-circuit checkpoint -> integer tables (int32 parent, int16 prior and trans, uint16 leaf) + JSON card.
     Every entry is >= 1, so messages can never vanish (the decoder relies on it)."""
     from ..codecs.pc_image import LEAF_BITS, N_CTX
@@ -548,4 +541,4 @@ def export_image(run: Path, out: Path, model_id: str = "pc-image-v2", extra_card
         "training": {"iterations": int(st["iteration"]), "conditional_steps": int(st.get("cond_step", 0)),
                      "rows": int(st["rows"]), "check_bits_per_pixel": round(float(st["check_bpp"]), 4),
                      "check_bits_per_pixel_after_em": round(float(st.get("em_check_bpp", st["check_bpp"])), 4)}},
-        extra_card, leaf_bits=LEAF_BITS)
+        extra_card, leaf_bits=LEAF_BITS, overwrite=overwrite)

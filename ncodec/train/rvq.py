@@ -263,15 +263,16 @@ def _tables_and_stats(counts: np.ndarray) -> tuple[np.ndarray, list, list]:
     return freqs, [round(float(u), 4) for u in usage.reshape(-1)], [round(e, 3) for e in ent]
 
 
-def _write_model(out: Path, model_id: str, tensors: dict, cfg_dict: dict, card_extra: dict) -> dict:
+def _write_model(out: Path, model_id: str, tensors: dict, cfg_dict: dict, card_extra: dict,
+                 overwrite: bool = False) -> dict:
     from ..zoo import write_model
 
-    return write_model(out, model_id, "rvq", "audio", tensors, cfg_dict, card_extra)
+    return write_model(out, model_id, "rvq", "audio", tensors, cfg_dict, card_extra, overwrite)
 
 
 def export(run: Path, out: Path, model_id: str = "rvq-audio-v1", half: bool = True, data: str | None = None,
            extra: tuple[str, ...] = (), extra_card: dict | None = None, log=print,
-           clips: dict[str, list[np.ndarray]] | None = None) -> dict:
+           clips: dict[str, list[np.ndarray]] | None = None, overwrite: bool = False) -> dict:
     """Checkpoint -> models/<id>.safetensors (fp16 nets, int32 code tables) and its JSON card."""
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     cfg = RvqConfig(**state["config"])
@@ -288,11 +289,11 @@ def export(run: Path, out: Path, model_id: str = "rvq-audio-v1", half: bool = Tr
     tensors["codes.freqs"] = torch.from_numpy(freqs.astype(np.int32))
     return _write_model(out, model_id, tensors, cfg.to_dict(),
                         {"training": {"steps": int(state["step"])},
-                         "codebooks": {"utilisation": usage, "entropy_bits": ent}, **(extra_card or {})})
+                         "codebooks": {"utilisation": usage, "entropy_bits": ent}, **(extra_card or {})}, overwrite)
 
 
 def convert_encodec(checkpoint: str, out: Path, model_id: str = "encodec-24khz", folders: list[Path] | None = None,
-                    seconds: float = 600.0, log=print) -> dict:
+                    seconds: float = 600.0, log=print, overwrite: bool = False) -> dict:
     """An official EnCodec 24 kHz checkpoint -> an rvq model (arch "encodec") in ``out``.
 
     Code tables are counted on up to ``seconds`` per kind of the audio under ``folders`` (any audio the user
@@ -322,4 +323,4 @@ def convert_encodec(checkpoint: str, out: Path, model_id: str = "encodec-24khz",
                         {"arch": "encodec", "source": {"file": Path(checkpoint).name,
                                                        "sha256": sha256_file(Path(checkpoint))},
                          "codebooks": {"utilisation": usage, "entropy_bits": ent,
-                                       "tables": "counted" if folders else "uniform"}})
+                                       "tables": "counted" if folders else "uniform"}}, overwrite)

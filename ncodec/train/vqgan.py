@@ -298,7 +298,7 @@ PRIOR = 32.0  # pseudo-counts pulling each context table towards the rung's marg
 
 @torch.no_grad()
 def export(run: Path, out: Path, model_id: str = "vqgan-image-v1", data: str | None = None, crops: int = 1600,
-           crop: int = 256, log=print, extra_card: dict | None = None) -> dict:
+           crop: int = 256, log=print, extra_card: dict | None = None, overwrite: bool = False) -> dict:
     """Run folder -> models/<id>.safetensors (fp16 networks and codebooks; int32 rung maps, context classes,
     tables) + card. Tables are counted on ``crops`` training crops with the weights the codec loads."""
     net = load_autoencoder(run)
@@ -314,11 +314,12 @@ def export(run: Path, out: Path, model_id: str = "vqgan-image-v1", data: str | N
                          "tables": f"counted on {crops} random {crop}px training crops, {CLUSTERS} context classes "
                                    f"per rung (left, up neighbours within the phase group), prior {PRIOR}"},
             **(extra_card or {})}
-    return write_vqgan(out, model_id, config, tensors, load_ladder(run), _latents(net, sampler, crops), card, log)
+    return write_vqgan(out, model_id, config, tensors, load_ladder(run), _latents(net, sampler, crops), card, log,
+                       overwrite)
 
 
 def write_vqgan(out: Path, model_id: str, config: dict, tensors: dict, rungs: list[dict], z: torch.Tensor | None,
-                card: dict, log=print) -> dict:
+                card: dict, log=print, overwrite: bool = False) -> dict:
     """Add the rung codebooks, maps, context classes and tables (counted on latents ``z`` (N, h, w, dim); None:
     uniform tables) to ``tensors`` and write the model."""
     from ..codecs.mcquic_net import nearest
@@ -360,7 +361,7 @@ def write_vqgan(out: Path, model_id: str, config: dict, tensors: dict, rungs: li
         st["bits_uniform"] = round(float(np.log2(st["k"])), 3)
         del st["codebook"]
     return write_model(out, model_id, "vqgan", "image", tensors, {**config, "rungs": [r["k"] for r in rungs]},
-                       {**card, "rungs": stats})
+                       {**card, "rungs": stats}, overwrite)
 
 
 def kmeans_ladder(codebook: torch.Tensor, sizes: list[int], usage: torch.Tensor | None = None) -> list[dict]:
@@ -379,7 +380,7 @@ def kmeans_ladder(codebook: torch.Tensor, sizes: list[int], usage: torch.Tensor 
 
 
 def convert_taming(ckpt, out: Path, model_id: str, data: str | None = None, crops: int = 400, crop: int = 256,
-                   log=print) -> dict:
+                   log=print, overwrite: bool = False) -> dict:
     """An official taming-transformers VQGAN checkpoint (.ckpt / .pt, read tensors-only) -> an ncodec vqgan model:
     the network as released (fp32), a k-means ladder of its codebook (not fine-tuned), context tables counted on
     ``data`` (a folder of images; uniform tables without it), no index transformer (lost indices are
@@ -412,4 +413,4 @@ def convert_taming(ckpt, out: Path, model_id: str, data: str | None = None, crop
     config = {**cfg.to_dict(), "clusters": CLUSTERS, "transformer": None}
     card = {"source": f"converted from {Path(ckpt).name} (taming-transformers VQModel)",
             "tables": f"counted on {crops} {crop}px crops of {data}" if data else "uniform (no --data given)"}
-    return write_vqgan(out, model_id, config, tensors, rungs, z, card, log)
+    return write_vqgan(out, model_id, config, tensors, rungs, z, card, log, overwrite)

@@ -188,15 +188,13 @@ def train(run: Path, steps: int, data: str | None, batch: int = 8, crop: int = 1
 
 @torch.no_grad()
 def export(run: Path, out: Path, model_id: str | None = None, extra_card: dict | None = None,
-           half: bool = True) -> dict:
+           half: bool = True, overwrite: bool = False) -> dict:
     """Checkpoint -> models/<id>.safetensors (fp16 nets unless ``half`` is False + integer tables) and its card.
 
     fp16 storage halves the file; the decoder computes in float32 and the entropy nets are rounded to
     2**-12 fixed point anyway, so encoder and decoder still see the very same numbers."""
-    from safetensors.torch import save_file
-
+    from .. import zoo
     from ..entropy import TableSet, gaussian_tables, quantize_pmf
-    from ..zoo import sha256_file
 
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     cfg = WallocConfig(**state["config"])
@@ -233,19 +231,10 @@ def export(run: Path, out: Path, model_id: str | None = None, extra_card: dict |
         tensors[f"{name}.freqs"] = torch.from_numpy(ts.freqs.astype(np.int32))
         tensors[f"{name}.offsets"] = torch.from_numpy(ts.offsets.astype(np.int32))
         tensors[f"{name}.lo"] = torch.from_numpy(ts.lo.astype(np.int32))
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / f"{model_id}.safetensors"
-    save_file(tensors, str(weights), metadata={"model_id": model_id, "config": json.dumps(cfg.to_dict())})
-    card_path = out / f"{model_id}.json"
-    card = json.loads(card_path.read_text()) if card_path.exists() else {}
-    card.update({"id": model_id, "codec": "walloc", "media": "image" if cfg.ndim == 2 else "audio",
-                 "file": weights.name, "sha256": sha256_file(weights), "config": cfg.to_dict(),
-                 "training": {"steps": int(state["step"]),
-                              "lambdas": [float(state.get("lambda_scale", 1.0)) * v
-                                          for v in (LAMBDAS if cfg.ndim == 2 else LAMBDAS_AUDIO)]}})
-    card.update(extra_card or {})
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
-    return card
+    training = {"steps": int(state["step"]), "lambdas": [float(state.get("lambda_scale", 1.0)) * v
+                                                         for v in (LAMBDAS if cfg.ndim == 2 else LAMBDAS_AUDIO)]}
+    return zoo.write_model(out, model_id, "walloc", "image" if cfg.ndim == 2 else "audio", tensors, cfg.to_dict(),
+                           {"training": training, **(extra_card or {})}, overwrite)
 
 
 # ------------------------------------------------------------------------------------------- context model
@@ -265,7 +254,7 @@ CM_THRESHOLDS = tuple(int(v) for v in np.unique(np.round(np.concatenate(
 
 def fit_context(base: str, data: str | None, out: Path, model_id: str, tables: int = CM_TABLES,
                 qualities=CM_QUALITIES, limit: int | None = None, crop: int = 768, spread: int = 2,
-                log=print) -> dict:
+                log=print, overwrite: bool = False) -> dict:
     """Fit the integer causal context models (``ncodec.codecs.walloc.ContextModel``) of an image model on the
     training images and write ``<out>/<model_id>`` = the base model's tensors + ``cm.*`` (y) + ``cmz.*`` (z),
     with its card.
@@ -275,8 +264,6 @@ def fit_context(base: str, data: str | None, out: Path, model_id: str, tables: i
     model per band, log2(|r| + 0.5) ~ U[band, t] + V[band, e] over the hyperprior scale index t (z: none) and the
     neighbour energy bin e, mapped onto the tables; the tables' residual histograms (pooled over bands and rates).
     """
-    from safetensors.torch import save_file
-
     from .. import zoo
     from ..codecs.base import image_tiles
     from ..codecs.walloc import IMAGE_DEADZONE, TILE, WallocModel
@@ -330,18 +317,11 @@ def fit_context(base: str, data: str | None, out: Path, model_id: str, tables: i
         log(f"{k} tables: {int((used > 0).sum())} of {len(used)} used, {int(used.sum())} symbols, escapes "
             f"{f.hist[:, -1].sum() / max(used.sum(), 1):.2e}")
 
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / f"{model_id}.safetensors"
     new = dict(tensors)
     for k, prefix in (("y", "cm"), ("z", "cmz")):
         new.update({n: torch.from_numpy(a) for n, a in cms[k].tensors(prefix).items()})
-    save_file({k: v.contiguous() for k, v in new.items()}, str(weights),
-              metadata={"model_id": model_id, "config": json.dumps(cfg.to_dict())})
-    from ..zoo import sha256_file
-
     result = json.loads(json.dumps(card.card))
-    result.update({"id": model_id, "file": weights.name, "sha256": sha256_file(weights),
-                   "context_model": {"base": card.id, "tables": tables, "log_range": list(CM_LOG_RANGE),
+    result.update({"context_model": {"base": card.id, "tables": tables, "log_range": list(CM_LOG_RANGE),
                                      "z_tables": CM_Z_TABLES, "z_log_range": list(CM_Z_LOG_RANGE),
                                      "qualities": list(qualities), "images": len(images), "crop": crop,
                                      "qualities_per_image": f"qualities[i % {spread} :: {spread}] for image i",
@@ -351,8 +331,7 @@ def fit_context(base: str, data: str | None, out: Path, model_id: str, tables: i
         result.pop(key, None)
     result["compute"] = (f"context model: {(time.time() - t_start) / 60:.0f} min on 2 CPU cores, no GPU "
                          f"(networks: {base})")
-    (out / f"{model_id}.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return zoo.write_model(out, model_id, "walloc", "image", new, cfg.to_dict(), result, overwrite)
 
 
 class _StreamFit:
@@ -551,7 +530,8 @@ def train_decoder(run: Path, base: str, steps: int, data: str | None, batch: int
     return net, step
 
 
-def export_decoder(run: Path, out: Path, model_id: str, extra_card: dict | None = None, log=print) -> dict:
+def export_decoder(run: Path, out: Path, model_id: str, extra_card: dict | None = None, log=print,
+                   overwrite: bool = False) -> dict:
     """``run/decoder.pt`` -> ``<out>/<model_id>``: the fine-tuned synthesis in fp16 and a card whose
     ``base_model`` names the base model (pinned by SHA-256) for every other tensor (networks, tables, context
     models; ``ncodec.zoo`` merges them). Same symbols and bytes as the base model."""
@@ -580,7 +560,7 @@ def export_decoder(run: Path, out: Path, model_id: str, extra_card: dict | None 
     result.update(extra_card or {})
     for key in ("id", "codec", "media", "config"):
         result.pop(key, None)
-    result = zoo.write_model(out, model_id, "walloc", "image", tensors, cfg.to_dict(), result)
+    result = zoo.write_model(out, model_id, "walloc", "image", tensors, cfg.to_dict(), result, overwrite)
     weights = Path(out) / result["file"]
     log(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB)")
     return result
