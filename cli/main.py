@@ -128,7 +128,8 @@ def main(ctx, debug):
                    "index at K = 16).")
 @click.option("--model", "model_id", default=None,
               help="Model id (rvq: e.g. a converted EnCodec checkpoint; pc: pc-image-v1, pc-digits-v1, also for sets; "
-                   "see `ncodec list`). Default: the newest (pc: digits model for 28x28 grey items).")
+                   "walloc, mcquic, vqgan: an older or converted model; see `ncodec list`). Default: the newest (pc: "
+                   "digits model for 28x28 grey items).")
 @click.pass_context
 def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range, time_budget, epochs, fps, plus,
            prune, redundancy, model_id):
@@ -586,12 +587,14 @@ def convert_encodec(ctx, checkpoint, out_dir, model_id, folders, force):
 TRAIN_EXPORT_IDS = {"walloc-image": "walloc-image-v2", "walloc-audio": "walloc-audio-v2",
                     "walloc-context": "walloc-image-v3", "walloc-decoder": "walloc-image-v4",
                     "pc-digits": "pc-digits-v1", "pc-digits-context": "pc-digits-v2", "pc-image": "pc-image-v2",
-                    "rvq": "rvq-audio-v1", "mcquic": "mcquic-image-v1", "vqgan": "vqgan-image-v1"}
+                    "rvq": "rvq-audio-v1", "mcquic": "mcquic-image-v1", "mcquic-decoder": "mcquic-image-v3",
+                    "vqgan": "vqgan-image-v1"}
 
 
 @main.command()
 @click.argument("recipe", type=click.Choice(["walloc-image", "walloc-audio", "walloc-context", "walloc-decoder", "pc-digits",
-                                             "pc-digits-context", "pc-image", "rvq", "mcquic", "vqgan"]))
+                                             "pc-digits-context", "pc-image", "rvq", "mcquic", "mcquic-decoder",
+                                             "vqgan"]))
 @click.option("--run", "run_dir", default=None, help="Checkpoint folder (default: runs/RECIPE).")
 @click.option("--steps", default=None, type=int,
               help="Training steps (walloc 20000, rvq 9000 by default) or EM passes (pc-digits 7, pc-image 3, "
@@ -622,8 +625,8 @@ TRAIN_EXPORT_IDS = {"walloc-image": "walloc-image-v2", "walloc-audio": "walloc-a
                    "re-learned first, networks frozen for 2000 steps); mcquic: from an installed model's id (e.g. "
                    "mcquic-image-v1).")
 @click.option("--base", default=None,
-              help="walloc-context / walloc-decoder: the installed image model to start from (default "
-                   "walloc-image-v2 / walloc-image-v3).")
+              help="walloc-context / walloc-decoder / mcquic-decoder: the installed image model to start from "
+                   "(default walloc-image-v2 / walloc-image-v3 / mcquic-image-v2).")
 @click.option("--model-id", default=None,
               help="Id of the model written to --export (default: the recipe's shipped id, see docs/training.md; "
                    "walloc-context writes to models unless --export names a folder). A model of that id already in "
@@ -634,16 +637,17 @@ TRAIN_EXPORT_IDS = {"walloc-image": "walloc-image-v2", "walloc-audio": "walloc-a
               help="mcquic: residual codebooks per group at 1/8 (default 4; with --init, stages beyond the model's "
                    "are added and seeded from the data).")
 @click.option("--res-blocks", default=None, type=int,
-              help="walloc-decoder: residual blocks of the fine-tuned decoder (default: the base model's; more "
-                   "blocks start as the identity).")
+              help="walloc-decoder / mcquic-decoder: residual blocks of the fine-tuned decoder (default: the base "
+                   "model's; more blocks start as the identity).")
 @click.pass_context
 def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr, ste_after, lambda_scale, extra,
           groups, head_frames, export_to, init, base, model_id, res_blocks, fine_stages, force):
     """Train (or resume) a model recipe; checkpoints go to --run.
 
     walloc-context fits the integer causal context model of an image model (no network training: same pixels,
-    fewer bytes) and writes the base model plus the context model as a new model. walloc-decoder fine-tunes only
-    the synthesis of an image model on the latents its encoder writes (same bytes, other pixels)."""
+    fewer bytes) and writes the base model plus the context model as a new model. walloc-decoder and
+    mcquic-decoder fine-tune only the synthesis of an image model on the latents its encoder writes (same bytes,
+    other pixels)."""
 
     run_dir = run_dir or f"runs/{recipe}"
     if recipe == "walloc-context":
@@ -694,6 +698,16 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
             if export_to:
                 card = mcquic.export(Path(run_dir), Path(export_to), model_id=model_id, data=data, log=log,
                                      overwrite=force)
+                click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
+            return
+        if recipe == "mcquic-decoder":
+            from ncodec.train import mcquic
+
+            log = lambda m: click.echo(m, err=True)  # noqa: E731
+            mcquic.train_decoder(Path(run_dir), base or "mcquic-image-v2", steps or 14000, data, batch=batch or 12,
+                                 crop=crop or 192, lr=lr or 2e-4, n_res=res_blocks, log=log)
+            if export_to:
+                card = mcquic.export_decoder(Path(run_dir), Path(export_to), model_id, log=log, overwrite=force)
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
         if recipe == "vqgan":

@@ -214,3 +214,57 @@ def test_warm_start_adds_fine_stages(models, tiny, photo, tmp_path):
                         "mcquic-image-tiny"], capture_output=True, text=True)
     assert r.returncode != 0 and "exists" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run2").exists()
+
+
+def test_decoder_recipe_grows_resumes_and_keeps_the_base_bytes(tiny, photo, tmp_path, monkeypatch):
+    """`ncodec train mcquic-decoder`: added residual blocks start as the identity (step 0 = the base decoder), a
+    run resumes, the encoder half of the rate embedding never moves, and the exported model (decoder tensors only,
+    the rest from its pinned base) writes the base model's units byte for byte: only the pixels change."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from ncodec import zoo
+    from ncodec.codecs.mcquic import McquicModel
+    from ncodec.errors import ModelExists, ModelMismatch
+    from ncodec.train import mcquic
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for f in tiny[0].glob("mcquic-image-tiny.*"):
+        shutil.copy(f, folder)
+    monkeypatch.setenv("NCODEC_MODELS", str(folder))
+    corpus, logs, run = _corpus(tmp_path / "corpus", photo), [], tmp_path / "run"
+    net, step = mcquic.train_decoder(run, "mcquic-image-tiny", 0, str(corpus), crop=32, n_res=2, check_crop=32,
+                                     log=logs.append)
+    base = McquicModel.from_card(zoo.find("mcquic", "image", "mcquic-image-tiny"))
+    y, n = torch.randn(2, 16, 4, 6), torch.tensor([3, 6])
+    with torch.no_grad():
+        assert step == 0 and len(net.dec) == len(base.net.dec) + 1
+        assert torch.allclose(net.synthesis(y, n), base.net.synthesis(y, n), atol=1e-6)
+    mcquic.train_decoder(run, "mcquic-image-tiny", 2, str(corpus), batch=2, crop=32, n_res=2, check_every=2,
+                         check_crop=32, log=logs.append)
+    mcquic.train_decoder(run, "mcquic-image-tiny", 4, str(corpus), batch=2, crop=32, check_crop=32, log=logs.append)
+    assert any("resumed" in m and "step 2" in m for m in logs)
+    card = mcquic.export_decoder(run, folder, "mcquic-image-tinydec", log=logs.append)
+    assert card["config"]["n_res"] == 2 and card["decoder_finetune"]["steps"] == 4
+    assert card["base_model"] == {"id": "mcquic-image-tiny", "sha256": tiny[1]["sha256"],
+                                  "replaced": [f"net.{p}" for p in mcquic.DECODER_PARAMS]}
+    with pytest.raises(ModelExists):
+        mcquic.export_decoder(run, folder, "mcquic-image-tinydec", log=logs.append)
+    own = load_file(str(folder / card["file"]))
+    assert "codebooks" not in own and not any(k.startswith(("net.enc", "net.pred", "net.vq")) for k in own)
+    w2 = 2 * TINY["width"]  # the encoder's FiLM columns
+    assert torch.equal(own["net.rate_emb.weight"][:, :w2], base.net.rate_emb.weight[:, :w2].half())
+    assert not torch.equal(own["net.rate_emb.weight"][:, w2:], base.net.rate_emb.weight[:, w2:].half())
+    for q in (20, 100):
+        a = ncodec.encode(photo, codec="mcquic", quality=q, options={"model": "mcquic-image-tiny"})
+        b = ncodec.encode(photo, codec="mcquic", quality=q)  # the newest installed: the fine-tuned one
+        fa, fb = container.read(a), container.read(b)
+        assert fb.header.model_id == "mcquic-image-tinydec" and fa.header.model_id == "mcquic-image-tiny"
+        assert [u.data for u in fa.units] == [u.data for u in fb.units]
+        da, db = ncodec.decode(a).data, ncodec.decode(b).data
+        assert not np.array_equal(da, db) and psnr(da, db) > 25  # four small steps: close, not equal
+    with pytest.raises(ModelMismatch, match="not a mcquic"):
+        ncodec.encode(photo, codec="mcquic", options={"model": "walloc-image-v4"})

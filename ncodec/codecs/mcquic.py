@@ -135,10 +135,12 @@ class McquicCodec(Codec):
     def model(self, model_id: str | None = None, weights_hash: bytes | None = None) -> McquicModel:
         return self.cached_model("image", model_id, weights_hash, McquicModel.from_card)
 
-    def encode(self, data, media: str, rate: Rate, **info) -> Encoded:
+    def encode(self, data, media: str, rate: Rate, model: str | None = None, **info) -> Encoded:
+        """``model``: an installed mcquic model id (default: the newest)."""
         q = self.image_quality(data, media, rate)
-        card = zoo.find(self.codec_id, "image")
-        model = self.model(card.id)
+        model_id = model
+        model = self.model(model_id)
+        card = zoo.find(self.codec_id, "image", model_id)
         n = model.n_of(q)
         h, w, _ = data.shape
         units = [Unit(key, model.encode_block(x, n)) for key, x in image_tiles(data, TILE, model.cfg.stride)]

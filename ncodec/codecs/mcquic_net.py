@@ -253,6 +253,12 @@ class McquicNet(nn.Module):
     @torch.no_grad()
     def decode_codes(self, codes: list[torch.Tensor], fine_shape: tuple[int, int], cbs: torch.Tensor) -> torch.Tensor:
         """Image (B, 3, 8h, 8w) from the indices of codebooks 0 .. len(codes)-1 (fine latent h x w)."""
+        y1_hat = self.latent_of_codes(codes, fine_shape, cbs)
+        return self.synthesis(y1_hat, torch.full((y1_hat.shape[0],), len(codes), dtype=torch.long)).clamp(0, 1)
+
+    @torch.no_grad()
+    def latent_of_codes(self, codes: list[torch.Tensor], fine_shape: tuple[int, int], cbs: torch.Tensor) -> torch.Tensor:
+        """The decoded fine latent y1_hat (B, ch, h, w) (the synthesis input) of codebooks 0 .. len(codes)-1."""
         cfg, n = self.cfg, len(codes)
         b, g = codes[0].shape[0], cfg.groups
         lat = []
@@ -261,8 +267,7 @@ class McquicNet(nn.Module):
             for j in range(first, min(n, first + (cfg.n_codebooks - cfg.n_coarse if first else cfg.n_coarse))):
                 v[cfg.codebook(j)[2]] += cbs[j][codes[j].reshape(-1)]
             lat.append(from_vectors(v, (b, cfg.ch, h, w)))
-        y1_hat = self.pred(lat[0]) + lat[1]
-        return self.synthesis(y1_hat, torch.full((b,), n, dtype=torch.long)).clamp(0, 1)
+        return self.pred(lat[0]) + lat[1]
 
 
 # ------------------------------------------------------------------------------------ cascaded code contexts

@@ -296,3 +296,128 @@ def export(run: Path, out: Path, model_id: str = "mcquic-image-v1", data: str | 
                          f"encoder's entropy-constrained choice (alpha {RD_ALPHA})"},
             "codebooks": stats, **(extra_card or {})}
     return write_model(out, model_id, "mcquic", "image", tensors, config, card, overwrite)
+
+
+# ------------------------------------------------------------------------------------------ decoder fine-tune
+DECODER_PARAMS = ("dec_in.", "dec.", "dec_lin.", "colour_inv", "rate_emb.")  # all the decoder runs after y1_hat
+DECODER_WARMUP = 200  # steps of linear learning-rate warm-up
+
+
+def _grown_decoder_state(state: dict, n_res_from: int, n_res_to: int) -> dict:
+    """A McquicNet state dict with the decoder's output conv moved from ``dec.{1 + n_res_from}`` to
+    ``dec.{1 + n_res_to}`` (decoder = GELU, n_res residual blocks, conv)."""
+    a, b = f"dec.{1 + n_res_from}.", f"dec.{1 + n_res_to}."
+    return {(b + k[len(a):] if k.startswith(a) else k): v for k, v in state.items()}
+
+
+def train_decoder(run: Path, base: str, steps: int, data: str | None, batch: int = 12, crop: int = 192,
+                  lr: float = 2e-4, n_res: int | None = None, save_every: int = 250, check_every: int = 1000,
+                  check_crop: int = 256, log=print):
+    """Fine-tune the synthesis of an installed mcquic model on exactly the codes its encoder writes.
+
+    Encoder, codebooks, the coarse-to-fine prediction and the tables stay frozen (the rate embedding's encoder
+    half too: its gradient is masked), so every file's bytes are the base model's and only the pixels change.
+    Each step draws a codebook count n in 1..N, codes a batch of crops with the encoder's entropy-constrained
+    choice (``RD_ALPHA``), and minimises log10(MSE) of the synthesis, which weighs every rate alike in dB.
+    ``n_res`` > the base's adds residual blocks that start as the identity. A held-back check set (crops of the
+    last 5 % of the training images) is scored every ``check_every`` steps. Resumable from ``run/decoder.pt``."""
+    from .. import zoo
+    from ..codecs.mcquic import RD_ALPHA, McquicModel
+    from .data import CropSampler, corpus_root, load_images
+    from .finetune import check_psnr, finetune
+
+    card = zoo.find("mcquic", "image", base)
+    frozen = McquicModel.from_card(card)
+    cfg0 = frozen.cfg
+    ckpt = run / "decoder.pt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
+    if state is not None and state["base"] != card.id:
+        raise ValueError(f"{ckpt} fine-tunes {state['base']}, not {card.id}")
+    cfg = McquicConfig(**(state["config"] if state else {**cfg0.to_dict(), "n_res": n_res or cfg0.n_res}))
+    if cfg.n_res < cfg0.n_res:
+        raise ValueError(f"the decoder can only grow ({cfg0.n_res} residual blocks in {card.id})")
+    net = McquicNet(cfg)
+    missing, _ = net.load_state_dict(_grown_decoder_state(frozen.net.state_dict(), cfg0.n_res, cfg.n_res),
+                                     strict=False)
+    if any(not k.startswith(("dec.", "vq.")) for k in missing):
+        raise ValueError(f"unexpected missing tensors {missing}")
+    for i in range(cfg0.n_res, cfg.n_res):  # new blocks start as the identity
+        torch.nn.init.zeros_(net.dec[1 + i].b.weight)
+        torch.nn.init.zeros_(net.dec[1 + i].b.bias)
+    params = [p for k, p in net.named_parameters() if k.startswith(DECODER_PARAMS)]
+    for k, p in net.named_parameters():
+        p.requires_grad_(k.startswith(DECODER_PARAMS))
+    enc_half = torch.zeros_like(net.rate_emb.weight)
+    enc_half[:, 2 * cfg.width:] = 1.0  # columns 0 .. 2w-1 are the encoder's FiLM: never updated
+    net.rate_emb.weight.register_hook(lambda g: g * enc_half)
+    opt = torch.optim.Adam(params, lr=lr)
+    step, seconds = 0, 0.0
+    if state is not None:  # the checkpoint leaves out the codebooks (frozen, the base model's)
+        net.load_state_dict(state["net"], strict=False)
+        opt.load_state_dict(state["opt"])
+        step, seconds = int(state["step"]), float(state.get("seconds", 0.0))
+        log(f"resumed from {ckpt} at step {step}")
+    run.mkdir(parents=True, exist_ok=True)
+    root = corpus_root(data) / "train" / "images"
+    images = load_images(root, max(crop, check_crop))
+    n_check = max(1, len(images) // 20)
+    train_imgs, check_imgs = images[:-n_check], images[-n_check:]
+    big = cfg.n_codebooks
+    log(f"decoder fine-tune of {card.id}: {cfg0.n_res} -> {cfg.n_res} residual blocks, {len(train_imgs)} training "
+        f"images, {n_check} check images from {root}")
+
+    def latent(x: torch.Tensor, n: int) -> torch.Tensor:
+        codes = frozen.net.encode_codes(x, n, frozen.cbs, frozen.code_bits, RD_ALPHA)
+        return frozen.net.latent_of_codes(codes, (x.shape[2] // 2**cfg.levels, x.shape[3] // 2**cfg.levels),
+                                          frozen.cbs)
+
+    check_ns = (1 + big // 4, 1 + big // 2, big)
+    check = [(x, latent(x, n), torch.full((len(x),), n)) for n in check_ns
+             for x in [torch.from_numpy(CropSampler(check_imgs, check_crop, seed=n).batch(8)).permute(0, 3, 1, 2).float()
+                       / 255]]
+    if step == 0:
+        log(f"check PSNR at {'/'.join(map(str, check_ns))} codebooks (8 crops of {check_crop} px each): base "
+            f"{check_psnr(net, check)}")
+    sampler = CropSampler(train_imgs, crop, seed=1000 + step)
+    rng = np.random.default_rng(step)
+
+    def batch_loss() -> torch.Tensor:
+        x = torch.from_numpy(sampler.batch(batch)).permute(0, 3, 1, 2).float() / 255.0
+        n = int(rng.integers(1, big + 1))
+        return torch.log10(F.mse_loss(net.synthesis(latent(x, n), torch.full((batch,), n)), x))
+
+    step = finetune(run, net, params, opt, step, steps, lr, batch_loss, lambda: check_psnr(net, check),
+                    {"config": cfg.to_dict(), "base": card.id, "lr": lr, "batch": batch, "crop": crop}, seconds,
+                    warmup=DECODER_WARMUP, save_every=save_every, check_every=check_every,
+                    keep=lambda k: not k.startswith("vq."), log=log)  # the codebooks are the base model's
+    return net, step
+
+
+def export_decoder(run: Path, out: Path, model_id: str, extra_card: dict | None = None, log=print,
+                   overwrite: bool = False) -> dict:
+    """``run/decoder.pt`` -> ``<out>/<model_id>``: the fine-tuned synthesis in fp16 and a card whose
+    ``base_model`` names the base model (pinned by SHA-256) for every other tensor (``ncodec.zoo`` merges them).
+    Same codes and bytes as the base model."""
+    from ..zoo import find, write_model
+
+    state = torch.load(run / "decoder.pt", map_location="cpu", weights_only=True)
+    card = find("mcquic", "image", state["base"])
+    cfg = McquicConfig(**state["config"])
+    old = card.card["config"]["n_res"]
+    tensors = {f"net.{k}": v.half().contiguous() for k, v in state["net"].items() if k.startswith(DECODER_PARAMS)}
+    result = {k: v for k, v in card.card.items() if k not in ("results", "file", "sha256", "base_model", "id",
+                                                                "codec", "media", "config")}
+    recipe = (f"ncodec train mcquic-decoder --base {card.id} --res-blocks {cfg.n_res} --steps {state['step']} "
+              f"--batch {state['batch']} --crop {state['crop']} --lr {state['lr']} --export models/")
+    result.update({"recipe": recipe,
+                   "base_model": {"id": card.id, "sha256": card.sha256,
+                                  "replaced": [f"net.{p}" for p in DECODER_PARAMS]},
+                   "decoder_finetune": {"base": card.id, "steps": int(state["step"]), "lr": state["lr"],
+                                        "batch": state["batch"], "crop": state["crop"],
+                                        "residual_blocks": [old, cfg.n_res],
+                                        "minutes": round(float(state.get("seconds", 0.0)) / 60, 1)}})
+    result.update(extra_card or {})
+    config = {**card.card["config"], "n_res": cfg.n_res}
+    result = write_model(out, model_id, "mcquic", "image", tensors, config, result, overwrite)
+    log(f"wrote {Path(out) / result['file']} ({(Path(out) / result['file']).stat().st_size / 1e6:.1f} MB)")
+    return result

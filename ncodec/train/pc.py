@@ -16,7 +16,6 @@ for evaluation and never seen here.
 from __future__ import annotations
 
 import gzip
-import json
 import time
 from pathlib import Path
 

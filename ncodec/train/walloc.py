@@ -439,6 +439,7 @@ def train_decoder(run: Path, base: str, steps: int, data: str | None, batch: int
     from .. import zoo
     from ..codecs.walloc import IMAGE_DEADZONE, WallocModel
     from .data import CropSampler, corpus_root, load_images
+    from .finetune import check_psnr, finetune
 
     if threads:
         torch.set_num_threads(threads)
@@ -484,49 +485,20 @@ def train_decoder(run: Path, base: str, steps: int, data: str | None, batch: int
     def latent(x, q):
         return frozen.synthesis_input(frozen.symbols(x, q, IMAGE_DEADZONE))
 
-    check_hat = [(q, x, latent(x, q)) for q, x in check]
-
-    @torch.no_grad()
-    def check_psnr() -> list[float]:
-        net.eval()
-        out = []
-        for q, x, y_hat in check_hat:
-            x_hat = (net.synthesis(y_hat, frozen.rate_index(q).expand(len(x))).clamp(0, 1) * 255).round() / 255
-            out.append(float((10 * torch.log10(1 / F.mse_loss(x_hat, x, reduction="none").mean((1, 2, 3)))).mean()))
-        net.train()
-        return [round(v, 3) for v in out]
-
+    check_hat = [(x, latent(x, q), frozen.rate_index(q).expand(len(x))) for q, x in check]
     if step == 0:
-        log(f"check PSNR at qualities 0/50/100 (8 crops of 256 px each): base {check_psnr()}")
+        log(f"check PSNR at qualities 0/50/100 (8 crops of 256 px each): base {check_psnr(net, check_hat)}")
     sampler = CropSampler(train_imgs, crop, seed=1000 + step)
     rng = np.random.default_rng(step)
-    t0, hist, t_run = time.time(), [], time.time()
-    while step < steps:
-        for g in opt.param_groups:  # cosine decay to lr / 20
-            g["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+
+    def batch_loss() -> torch.Tensor:
         x = torch.from_numpy(sampler.batch(batch)).permute(0, 3, 1, 2).float() / 255.0
         q = float(rng.uniform(0, 100))
-        y_hat = latent(x, q)
-        mse = F.mse_loss(net.synthesis(y_hat, frozen.rate_index(q).expand(batch)), x)
-        loss = torch.log10(mse)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        hist.append(-10 * loss.item())
-        if step % 50 == 0:
-            log(f"step {step}/{steps} psnr {np.mean(hist):.2f} ({50 / (time.time() - t0):.2f} steps/s)")
-            hist, t0 = [], time.time()
-        if step % check_every == 0 or step == steps:
-            log(f"step {step}: check PSNR {check_psnr()}")
-        if step % save_every == 0 or step == steps:
-            tmp = run / "decoder.tmp"
-            seconds, t_run = seconds + time.time() - t_run, time.time()
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "config": cfg.to_dict(),
-                        "base": card.id, "lr": lr, "batch": batch, "crop": crop, "seconds": seconds}, tmp)
-            tmp.replace(ckpt)
-            (run / "progress.json").write_text(json.dumps({"step": step, "steps": steps}))
+        return torch.log10(F.mse_loss(net.synthesis(latent(x, q), frozen.rate_index(q).expand(batch)), x))
+
+    step = finetune(run, net, params, opt, step, steps, lr, batch_loss, lambda: check_psnr(net, check_hat),
+                    {"config": cfg.to_dict(), "base": card.id, "lr": lr, "batch": batch, "crop": crop}, seconds,
+                    save_every=save_every, check_every=check_every, log=log)
     return net, step
 
 
