@@ -126,13 +126,16 @@ def main(ctx, debug):
               help="Image (vqgan): also code every index's cluster among K codewords (a ladder rung, e.g. 16) in "
                    "units of their own, so lost indices are recovered within their cluster (costs ~3.5 bits per "
                    "index at K = 16).")
+@click.option("--beam", type=int, default=None, metavar="N",
+              help="Image (mcquic): paths the encoder's index search keeps (default 4; 1 = greedy, ~3x faster "
+                   "encoding, ~4 % more bytes at the same PSNR). The decoder does not depend on it.")
 @click.option("--model", "model_id", default=None,
               help="Model id (rvq: e.g. a converted EnCodec checkpoint; pc: pc-image-v1, pc-digits-v1, also for sets; "
                    "walloc, mcquic, vqgan: an older or converted model; see `ncodec list`). Default: the newest (pc: "
                    "digits model for 28x28 grey items).")
 @click.pass_context
 def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range, time_budget, epochs, fps, plus,
-           prune, redundancy, model_id):
+           prune, redundancy, beam, model_id):
     """Encode a media file (image, audio or video; '-' reads stdin) into a .nc file.
 
     Video (a file PyAV reads: .mp4 .y4m .264 ..., or a folder of frames) is fitted, with progress and PSNR shown;
@@ -164,6 +167,8 @@ def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range
         if redundancy is not None and (len(inputs) > 1 or (src != "-" and (Path(src).is_dir()
                                                                             or _is_video_name(src)))):
             raise ncodec.BadInput("--redundancy applies to single images (vqgan)")
+        if beam is not None and (len(inputs) > 1 or (src != "-" and (Path(src).is_dir() or _is_video_name(src)))):
+            raise ncodec.BadInput("--beam applies to single images (mcquic)")
         if src != "-" and (Path(src).is_dir() or _is_video_name(src)):
             return _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_budget, epochs, fps,
                                  plus)
@@ -174,7 +179,7 @@ def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range
             _atomic_write(output, lambda f: f.write(blob))
             return blob
         data = sys.stdin.buffer.read() if src == "-" else src
-        options = {k: v for k, v in (("model", model_id), ("redundancy", redundancy)) if v is not None}
+        options = {k: v for k, v in (("model", model_id), ("redundancy", redundancy), ("beam", beam)) if v is not None}
         blob = ncodec.encode(data, codec=codec, quality=quality, bpp=bpp, bitrate=bitrate, options=options or None)
         _atomic_write(output, lambda f: f.write(blob))
         return blob

@@ -170,7 +170,8 @@ def check_new_model(out: Path, model_id: str, overwrite: bool = False) -> None:
 
 def write_model(out: Path, model_id: str, codec: str, media: str, tensors: dict, config: dict | None,
                 card_extra: dict, overwrite: bool = False) -> dict:
-    """Write ``<out>/<id>.safetensors`` and its JSON card (SHA-256 pinned); ``tensors``: torch tensors, or all numpy arrays.
+    """Write ``<out>/<id>.safetensors`` and its JSON card (SHA-256 pinned); ``tensors``: torch tensors, or all
+    numpy arrays.
 
     An existing model of that id is refused unless ``overwrite`` (:func:`check_new_model`); then its card is
     updated in place and a stale ``.safetensors.xz`` of it removed. Both files are written whole to temporary

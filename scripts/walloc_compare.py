@@ -1,8 +1,11 @@
-"""Two walloc image models on the same images: bytes, pixels and decode time, quality by quality.
+"""Two image models of one codec (walloc, or ``--codec mcquic``) on the same images: bytes, pixels and decode
+time, quality by quality.
 
     python scripts/walloc_compare.py --data ../shared/corpus/eval/images/kodak --out docs/results/walloc-context
     python scripts/walloc_compare.py --data ../shared/corpus/eval/images/kodak --out docs/results/walloc-decoder \
         --base walloc-image-v3 --model walloc-image-v4
+    python scripts/walloc_compare.py --data ../shared/corpus/eval/images/kodak --out docs/results/mcquic-decoder \
+        --codec mcquic --base mcquic-image-v2 --model mcquic-image-v3 --qualities 0,27,53,80,100
 
 Encodes every image with both models (``--base``, default walloc-image-v2; ``--model``, default walloc-image-v3)
 at each quality and writes results.json with, per quality and model: the mean bpp (whole files), RGB PSNR and
@@ -27,6 +30,7 @@ def main() -> None:
     ap.add_argument("--base", default="walloc-image-v2")
     ap.add_argument("--model", default="walloc-image-v3")
     ap.add_argument("--qualities", default="0,25,50,75,100")
+    ap.add_argument("--codec", default="walloc")
     args = ap.parse_args()
 
     import ncodec
@@ -37,7 +41,7 @@ def main() -> None:
     files = sorted(p for p in Path(args.data).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     models = (args.base, args.model)
     for m in models:  # load both before timing anything
-        ncodec.decode(ncodec.encode(np.zeros((32, 32, 3), np.uint8), codec="walloc", options={"model": m}))
+        ncodec.decode(ncodec.encode(np.zeros((32, 32, 3), np.uint8), codec=args.codec, options={"model": m}))
     rows = []
     for q in [float(v) for v in args.qualities.split(",")]:
         sizes, dec_s = dict.fromkeys(models, 0), dict.fromkeys(models, 0.0)
@@ -48,7 +52,7 @@ def main() -> None:
             pixels += img.shape[0] * img.shape[1]
             decoded, units = [], []
             for m in models:
-                blob = ncodec.encode(img, codec="walloc", quality=q, options={"model": m})
+                blob = ncodec.encode(img, codec=args.codec, quality=q, options={"model": m})
                 sizes[m] += len(blob)
                 units.append([u.data for u in container.read(blob).units])
                 t0 = time.perf_counter()
@@ -69,7 +73,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cmd = (f"python scripts/walloc_compare.py --data {args.data} --out {args.out}"
-           + "".join(f" --{k} {v}" for k, v, d in (("base", args.base, "walloc-image-v2"),
+           + "".join(f" --{k} {v}" for k, v, d in (("codec", args.codec, "walloc"),
+                                                   ("base", args.base, "walloc-image-v2"),
                                                    ("model", args.model, "walloc-image-v3"),
                                                    ("qualities", args.qualities, "0,25,50,75,100")) if v != d))
     (out / "results.json").write_text(json.dumps({"command": cmd, "rows": rows}, indent=2) + "\n")

@@ -110,6 +110,9 @@ def test_convert_then_encode_with_model_option(tmp_path, monkeypatch):
     with pytest.raises(ModelMismatch):
         ncodec.encode(sig, codec="rvq", bitrate=1.5, sample_rate=22050, options={"model": "no-such-model"})
     with pytest.raises(ncodec.BadInput, match="model"):
+        ncodec.encode(np.zeros((4, 16, 16, 3), np.uint8), codec="nerv", media="video",
+                      options={"model": "encodec-24khz"})
+    with pytest.raises(ModelMismatch, match="not a mcquic image model"):
         ncodec.encode(np.zeros((16, 16, 3), np.uint8), codec="mcquic", options={"model": "encodec-24khz"})
     with pytest.raises(ModelMismatch, match="not a walloc image model"):
         ncodec.encode(np.zeros((16, 16, 3), np.uint8), codec="walloc", options={"model": "encodec-24khz"})

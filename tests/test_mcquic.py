@@ -178,6 +178,44 @@ def test_rate_aware_index_choice_saves_bits(models, photo, monkeypatch):
     assert sizes[2.0] < sizes[0.0]
 
 
+def test_beam_search_index_choice(photo):
+    """The encoder's beam search through the residual stages: beam 1 is the greedy stage-by-stage choice, index
+    for index; wider beams end on a lower cost (squared error + lambda * bits) on average; files written with
+    any beam decode; a bad beam is a clear error."""
+    import torch
+
+    from ncodec import zoo
+    from ncodec.codecs.mcquic import RD_ALPHA, McquicModel
+
+    m = McquicModel.from_card(zoo.find("mcquic", "image", "mcquic-image-v2"))
+    x = torch.from_numpy(photo[:64, :96].copy()).permute(2, 0, 1)[None].float() / 255
+    n = m.cfg.n_codebooks
+    greedy = m.net.encode_codes(x, n, m.cbs, m.code_bits, RD_ALPHA)
+    y1, _ = m.net.analysis(x, torch.tensor([n]))
+    with torch.no_grad():
+        for alpha in (0.0, RD_ALPHA):  # same choices, whichever path computes them
+            ref = m.net.encode_codes(x, n, m.cbs, m.code_bits, alpha)
+            one = m.net.encode_codes(x, n, m.cbs, m.code_bits, alpha, beam=1)  # greedy loop
+            fine = m.cfg.n_coarse
+            codes = [c.clone() for c in ref[:fine]]
+            y2_hat = m.net.latent_of_codes(codes, (8, 12), m.cbs)  # y1_hat with the coarse codes only = pred
+            m.net._beam_codes_of_scale(y1 - y2_hat, fine, m.cfg.fine_stages, n, m.cbs, codes, m.code_bits, alpha, 1)
+            assert all(torch.equal(a, b) for a, b in zip(ref, one))
+            assert all(torch.equal(a, b) for a, b in zip(ref, codes))
+        err = {}
+        for beam in (1, 4):
+            codes = m.net.encode_codes(x, n, m.cbs, None, 0.0, beam)
+            err[beam] = float((m.net.latent_of_codes(codes, (8, 12), m.cbs) - y1).pow(2).mean())
+        assert err[4] < 0.97 * err[1]
+    assert len(greedy) == n
+    blobs = {b: ncodec.encode(photo, codec="mcquic", quality=70, options={"beam": b}) for b in (1, 3)}
+    assert blobs[1] != blobs[3]
+    for b, blob in blobs.items():
+        assert psnr(ncodec.decode(blob).data, photo) > 24
+    with pytest.raises(BadInput, match="beam"):
+        ncodec.encode(photo, codec="mcquic", options={"beam": 0})
+
+
 def test_warm_start_adds_fine_stages(models, tiny, photo, tmp_path):
     """`ncodec train mcquic --init ID --fine-stages S`: the networks and codebooks come from the installed model,
     the added stages are seeded from data, and a resumed run does not fall back to the autoencoder warm-up."""

@@ -111,6 +111,9 @@ class EmaVQ(nn.Module):
         return q, idx, F.mse_loss(z, q.detach())
 
 
+BEAM_CHUNK = 8192  # vectors per beam-search batch: (chunk x beam x codebook size) floats, 134 MB at 4 x 1024
+
+
 def nearest(z: torch.Tensor, cb: torch.Tensor) -> torch.Tensor:
     """Index of the nearest row of ``cb`` for each row of ``z`` (squared Euclidean)."""
     d = cb.pow(2).sum(1)[None] - 2 * z @ cb.T
@@ -213,9 +216,11 @@ class McquicNet(nn.Module):
         return self.synthesis(p1 + r_hat, n), 0.5 * (l1 + l2)
 
     # ------------------------------------------------------------------------------------------ inference
-    def _codes_of_scale(self, y, first, stages, n, cbs, codes, code_bits, alpha):
+    def _codes_of_scale(self, y, first, stages, n, cbs, codes, code_bits, alpha, beam=1):
         g = self.cfg.groups
         b, _, h, w = y.shape
+        if beam > 1:
+            return self._beam_codes_of_scale(y, first, stages, n, cbs, codes, code_bits, alpha, beam)
         r = to_vectors(y, g)
         total = torch.zeros_like(r)
         for j in range(first, min(n, first + stages * g)):
@@ -232,9 +237,62 @@ class McquicNet(nn.Module):
             codes.append(i.reshape(b, h, w))
         return from_vectors(total, y.shape)
 
+    def _beam_codes_of_scale(self, y, first, stages, n, cbs, codes, code_bits, alpha, beam, chunk=BEAM_CHUNK):
+        """:meth:`_codes_of_scale` by beam search: each group's vectors keep the ``beam`` best partial paths
+        through its residual stages by squared error of the path's residual + lambda * the path's bits, instead
+        of the best choice stage by stage (``beam=1`` is exactly that greedy choice). Groups go in order, so a
+        group's first stage sees its parent's final index; vectors go ``chunk`` at a time (bounded memory; lambda
+        is then per chunk, as it is per tile)."""
+        g = self.cfg.groups
+        b, _, h, w = y.shape
+        js = list(range(first, min(n, first + stages * g)))
+        slots = list(codes) + [None] * len(js)
+        r0 = to_vectors(y, g)
+        total = torch.zeros_like(r0)
+        for k in range(g):
+            mine = js[k::g]
+            if not mine:
+                continue
+            bits0 = code_bits(mine[0], slots, (b, h, w)) if code_bits is not None and alpha > 0 else None
+            best = torch.cat([self._beam_paths(r0[k][c : c + chunk], mine, cbs, code_bits, alpha, beam,
+                                               None if bits0 is None else bits0[c : c + chunk])
+                              for c in range(0, r0.shape[1], chunk)])
+            for s, j in enumerate(mine):
+                slots[j] = best[:, s].reshape(b, h, w)
+                total[k] += cbs[j][best[:, s]]
+        codes.extend(slots[len(codes):])
+        return from_vectors(total, y.shape)
+
+    def _beam_paths(self, r, mine, cbs, code_bits, alpha, beam, bits0):
+        """Beam search of vectors r (N, dim) through codebooks ``mine`` (one group's stages, in order); bits0:
+        (N, K) code lengths of the first stage (None: no rate term). Returns the best path's indices (N, stages)."""
+        N, dim = r.shape
+        res = r[:, None, :]  # (N, P, dim): the residual of each kept path
+        rate = torch.zeros(N, 1)  # lambda * bits of each path so far
+        paths = torch.zeros(N, 1, 0, dtype=torch.long)
+        log2k = math.log2(self.cfg.codebook_size)
+        for s, j in enumerate(mine):
+            cb = cbs[j]
+            P, K = res.shape[1], cb.shape[0]
+            flat = res.reshape(N * P, dim)
+            d = torch.addmm(cb.pow(2).sum(1)[None], flat, cb.T, alpha=-2.0)
+            d.add_(flat.pow(2).sum(1, keepdim=True))  # (N * P, K): squared error after each choice
+            cost = d.view(N, P, K) + rate[..., None]
+            if bits0 is not None:
+                lam = float(alpha * d.view(N, P, K)[:, 0].min(1).values.mean() / log2k)
+                bits = bits0[:, None] if s == 0 else code_bits(j, None, None, paths[..., -1])  # (N, 1 | P, K)
+                cost.add_(bits, alpha=lam)
+            idx = cost.view(N, P * K).topk(min(beam, P * K), dim=1, largest=False).indices  # sorted: best first
+            src, code = idx // K, idx % K
+            if bits0 is not None:
+                rate = rate.gather(1, src) + lam * bits.reshape(N, -1).gather(1, idx)
+            res = res.gather(1, src[..., None].expand(-1, -1, dim)) - cb[code]
+            paths = torch.cat([paths.gather(1, src[..., None].expand(-1, -1, s)), code[..., None]], 2)
+        return paths[:, 0]
+
     @torch.no_grad()
     def encode_codes(self, x: torch.Tensor, n: int, cbs: torch.Tensor, code_bits=None,
-                     alpha: float = 0.0) -> list[torch.Tensor]:
+                     alpha: float = 0.0, beam: int = 1) -> list[torch.Tensor]:
         """Indices of codebooks 0 .. n-1 ((B, h, w) each, coarse then fine) for images x; ``cbs`` (N, K, dim).
 
         Without ``code_bits`` each vector takes its nearest codeword. With it (``code_bits(j, codes so far,
@@ -244,10 +302,10 @@ class McquicNet(nn.Module):
         cfg, nn_ = self.cfg, torch.full((x.shape[0],), n, dtype=torch.long)
         y1, y2 = self.analysis(x, nn_)
         codes: list[torch.Tensor] = []
-        y2_hat = self._codes_of_scale(y2, 0, cfg.coarse_stages, n, cbs, codes, code_bits, alpha)
+        y2_hat = self._codes_of_scale(y2, 0, cfg.coarse_stages, n, cbs, codes, code_bits, alpha, beam)
         if n > cfg.n_coarse:
             self._codes_of_scale(y1 - self.pred(y2_hat), cfg.n_coarse, cfg.fine_stages, n, cbs, codes, code_bits,
-                                 alpha)
+                                 alpha, beam)
         return codes
 
     @torch.no_grad()

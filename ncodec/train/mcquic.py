@@ -373,8 +373,8 @@ def train_decoder(run: Path, base: str, steps: int, data: str | None, batch: int
 
     check_ns = (1 + big // 4, 1 + big // 2, big)
     check = [(x, latent(x, n), torch.full((len(x),), n)) for n in check_ns
-             for x in [torch.from_numpy(CropSampler(check_imgs, check_crop, seed=n).batch(8)).permute(0, 3, 1, 2).float()
-                       / 255]]
+             for x in [torch.from_numpy(CropSampler(check_imgs, check_crop, seed=n).batch(8)).permute(0, 3, 1, 2)
+                       .float() / 255]]
     if step == 0:
         log(f"check PSNR at {'/'.join(map(str, check_ns))} codebooks (8 crops of {check_crop} px each): base "
             f"{check_psnr(net, check)}")
