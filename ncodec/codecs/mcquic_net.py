@@ -275,11 +275,11 @@ class McquicNet(nn.Module):
             cb = cbs[j]
             P, K = res.shape[1], cb.shape[0]
             flat = res.reshape(N * P, dim)
-            d = torch.addmm(cb.pow(2).sum(1)[None], flat, cb.T, alpha=-2.0)
-            d.add_(flat.pow(2).sum(1, keepdim=True))  # (N * P, K): squared error after each choice
-            cost = d.view(N, P, K) + rate[..., None]
+            cost = torch.addmm(cb.pow(2).sum(1)[None], flat, cb.T, alpha=-2.0)  # + |r|^2: the squared error
+            cost.add_((flat.pow(2).sum(1) + rate.expand(N, P).reshape(-1))[:, None])  # after each choice, + rate
+            cost = cost.view(N, P, K)
             if bits0 is not None:
-                lam = float(alpha * d.view(N, P, K)[:, 0].min(1).values.mean() / log2k)
+                lam = float(alpha * (cost[:, 0].min(1).values - rate[:, 0]).mean() / log2k)  # path 0: its error
                 bits = bits0[:, None] if s == 0 else code_bits(j, None, None, paths[..., -1])  # (N, 1 | P, K)
                 cost.add_(bits, alpha=lam)
             idx = cost.view(N, P * K).topk(min(beam, P * K), dim=1, largest=False).indices  # sorted: best first
