@@ -1,6 +1,7 @@
 """ncodec.audio: soundfile-style read/write, range reads that decode only the segments they need, streaming."""
 import numpy as np
 import pytest
+import soundfile as sf
 
 import ncodec
 import ncodec.audio
@@ -96,3 +97,30 @@ def test_cli_decodes_a_time_range(long_file, tmp_path):
     assert rate == 16000 and got.shape == ref.shape and np.abs(got - ref).max() < 1.5 / 32768
     res = CliRunner().invoke(main, ["decode", str(path), "-o", str(tmp_path / "x.wav"), "--start", "3", "--end", "2"])
     assert res.exit_code == 3 and not (tmp_path / "x.wav").exists()
+
+
+@pytest.mark.parametrize("codec", ["rvq", "walloc"])
+def test_non_finite_samples_are_bad_input(tmp_path, codec):
+    """NaN or infinite samples (arrays, or a float WAV holding them) are a clear error, not silence or a crash;
+    nothing is written."""
+    import subprocess
+    import sys
+
+    x = np.zeros(16000, np.float32)
+    x[9000] = np.nan
+    with pytest.raises(ncodec.BadInput, match="NaN or infinite"):
+        ncodec.encode(x, codec=codec, sample_rate=16000)
+    with pytest.raises(ncodec.BadInput, match="NaN or infinite"):
+        ncodec.encode(np.full((800, 2), np.inf, np.float32), codec=codec, sample_rate=16000)
+    sf.write(tmp_path / "nan.wav", x, 16000, subtype="FLOAT")
+    r = subprocess.run([sys.executable, "-m", "cli.main", "encode", str(tmp_path / "nan.wav"), "-o",
+                        str(tmp_path / "nan.nc"), "--codec", codec], capture_output=True, text=True)
+    assert r.returncode == 3 and "NaN or infinite" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "nan.nc").exists()
+
+
+@pytest.mark.parametrize("codec", ["mcquic", "walloc", "vqgan", "pc"])
+def test_empty_image_arrays_are_bad_input(codec):
+    for shape in ((0, 5, 3), (5, 0, 3)):
+        with pytest.raises(ncodec.BadInput):
+            ncodec.encode(np.zeros(shape, np.uint8), codec=codec)

@@ -56,6 +56,15 @@ class Codec:
             cache[card.id] = load(card)
         return cache[card.id]
 
+    def check_rgb(self, data) -> None:
+        """An 8-bit RGB image array of at least 1 x 1 pixels, or a clear error."""
+        from ..errors import BadInput
+
+        if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] != 3:
+            raise BadInput(f"{self.codec_id} needs an 8-bit RGB image, got array {data.shape} {data.dtype}")
+        if data.shape[0] == 0 or data.shape[1] == 0:
+            raise BadInput(f"{self.codec_id} needs an image of at least 1x1 pixels, got {data.shape[1]}x{data.shape[0]}")
+
     def image_quality(self, data, media: str, rate: Rate) -> float:
         """Check an RGB image encode request of a quality-driven codec (``--bpp`` is searched by ncodec.api on
         the file size); returns the quality, 0..100."""
@@ -64,8 +73,7 @@ class Codec:
         name = self.codec_id
         if media != "image":
             raise BadInput(f"the {name} codec codes images, not {media}")
-        if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] != 3:
-            raise BadInput(f"{name} needs an 8-bit RGB image, got array {data.shape} {data.dtype}")
+        self.check_rgb(data)
         if rate.kbps is not None:
             raise BadInput("--bitrate is for audio; use --quality or --bpp for images")
         if rate.bpp is not None:

@@ -359,8 +359,7 @@ class WallocCodec(Codec):
             return self._encode_audio(data, rate, model)
         if media != "image":
             raise BadInput(f"the walloc codec codes images and audio, not {media}")
-        if data.dtype != np.uint8 or data.ndim != 3 or data.shape[2] != 3:
-            raise BadInput(f"walloc needs an 8-bit RGB image, got array {data.shape} {data.dtype}")
+        self.check_rgb(data)
         card = zoo.find(self.codec_id, "image", model)
         model = self.model("image", card.id)
         h, w, _ = data.shape

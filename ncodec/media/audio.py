@@ -13,6 +13,8 @@ class ArraySource:
             raise BadInput("the audio has no samples")
         if data.ndim > 2:
             raise BadInput(f"audio must be (frames,) or (frames, channels), got shape {data.shape}")
+        if not np.isfinite(data).all():
+            raise BadInput("the audio has NaN or infinite samples")
         self.data = data.reshape(len(data), -1)
         self.frames, self.channels, self.rate = len(self.data), self.data.shape[1], int(rate)
 
@@ -36,7 +38,10 @@ class FileSource:
 
     def read(self, start: int, n: int) -> np.ndarray:
         self.f.seek(start)
-        return self.f.read(n, dtype="float32", always_2d=True)
+        out = self.f.read(n, dtype="float32", always_2d=True)
+        if not np.isfinite(out).all():  # a float WAV can hold them
+            raise BadInput(f"audio file {self.f.name} has NaN or infinite samples (from frame {start})")
+        return out
 
     def close(self):
         self.f.close()
