@@ -128,7 +128,7 @@ def main(ctx, debug):
                    "index at K = 16).")
 @click.option("--beam", type=int, default=None, metavar="N",
               help="Image (mcquic): paths the encoder's index search keeps (default 4; 1 = greedy, ~3x faster "
-                   "encoding, ~4 % more bytes at the same PSNR). The decoder does not depend on it.")
+                   "encoding, ~3 % more bytes at the same PSNR). The decoder does not depend on it.")
 @click.option("--model", "model_id", default=None,
               help="Model id (rvq: e.g. a converted EnCodec checkpoint; pc: pc-image-v1, pc-digits-v1, also for sets; "
                    "walloc, mcquic, vqgan: an older or converted model; see `ncodec list`). Default: the newest (pc: "

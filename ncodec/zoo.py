@@ -173,9 +173,10 @@ def write_model(out: Path, model_id: str, codec: str, media: str, tensors: dict,
     """Write ``<out>/<id>.safetensors`` and its JSON card (SHA-256 pinned); ``tensors``: torch tensors, or all
     numpy arrays.
 
-    An existing model of that id is refused unless ``overwrite`` (:func:`check_new_model`); then its card is
-    updated in place and a stale ``.safetensors.xz`` of it removed. Both files are written whole to temporary
-    names and then renamed, so a failure leaves no partial model behind."""
+    An existing model of that id is refused unless ``overwrite`` (:func:`check_new_model`); then it is replaced
+    whole (a new card: nothing of the old one, e.g. a ``base_model``, carries over) and a stale
+    ``.safetensors.xz`` of it removed. Both files are written whole to temporary names and then renamed, so a
+    failure leaves no partial model behind."""
     check_new_model(out, model_id, overwrite)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,8 +192,7 @@ def write_model(out: Path, model_id: str, codec: str, media: str, tensors: dict,
     save_file(tensors, str(tmp), metadata=meta)
     tmp.chmod(0o644)  # safetensors creates it readable by its owner only; shipped weights are for every user
     card_path = out / f"{model_id}.json"
-    card = json.loads(card_path.read_text()) if card_path.exists() else {}
-    card.update(card_extra)
+    card = dict(card_extra)
     card.update({"id": model_id, "codec": codec, "media": media, "file": weights.name, "sha256": sha256_file(tmp)})
     if config is not None:
         card["config"] = config

@@ -63,14 +63,15 @@ def test_damaged_or_cut_compressed_weights_are_refused(packed):
 
 def test_exports_never_replace_a_model_unless_told(tmp_path):
     """write_model refuses an id already in the folder (weights, xz weights or card); with overwrite it replaces
-    it, keeps the card's other fields and drops a stale .safetensors.xz of that id."""
+    it whole (nothing of the old card carries over: a stale base_model would merge the wrong tensors) and drops
+    a stale .safetensors.xz of that id."""
     import numpy as np
 
     from ncodec.errors import ModelExists
     from ncodec.zoo import sha256_file, write_model
 
     card = write_model(tmp_path, "m-t", "pc", "image", {"a": np.arange(4, dtype=np.int32)}, {"k": 1},
-                       {"note": "first"})
+                       {"base_model": {"id": "x"}})
     assert card["sha256"] == sha256_file(tmp_path / "m-t.safetensors") and card["config"] == {"k": 1}
     before = (tmp_path / "m-t.safetensors").read_bytes()
     with pytest.raises(ModelExists, match="m-t"):
@@ -82,7 +83,8 @@ def test_exports_never_replace_a_model_unless_told(tmp_path):
     (tmp_path / "m-t.safetensors.xz").write_bytes(b"stale")
     card = write_model(tmp_path, "m-t", "pc", "image", {"a": np.ones(4, np.int32)}, {"k": 2},
                        {"sha256": "not this"}, overwrite=True)
-    assert card["note"] == "first" and card["config"] == {"k": 2}
+    assert "base_model" not in card and card["config"] == {"k": 2}
+    assert json.loads((tmp_path / "m-t.json").read_text()) == card
     assert card["sha256"] == sha256_file(tmp_path / "m-t.safetensors") != "not this"
     assert not (tmp_path / "m-t.safetensors.xz").exists()
     assert not list(tmp_path.glob(".*tmp"))
