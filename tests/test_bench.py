@@ -141,3 +141,19 @@ def test_bench_jobs_gives_the_same_rows(tmp_path, photo):
         rows = json.loads((out / "results.json").read_text())["rows"]
         res.append(sorted((x["codec"], x["item"], x["rate"], x["bytes"], x["psnr"]) for x in rows))
     assert res[0] == res[1] and len(res[0]) == 12
+
+
+def test_cached_rows_are_tagged_with_encoder_settings(monkeypatch):
+    """A learned codec's cached rows name its model, codec version and encoder settings (mcquic's beam), so rows
+    written with another encoder search are redone, and the results say which search ran."""
+    from ncodec.bench.run import _model_tags, _settings
+    from ncodec.codecs import mcquic
+
+    tag = _model_tags(["mcquic", "walloc"], "image")
+    assert tag["mcquic"].endswith(f"-v{mcquic.McquicCodec.version}-beam{mcquic.BEAM}")
+    assert tag["walloc"].split("-")[-1].startswith("v")
+    monkeypatch.setattr(mcquic, "BEAM", 1)
+    assert _model_tags(["mcquic"], "image")["mcquic"].endswith("-beam1") and tag["mcquic"] != _model_tags(
+        ["mcquic"], "image")["mcquic"]
+    assert _settings("mcquic", {}) == "ncodec, encoder beam 1, bpp from the .nc file"
+    assert _settings("walloc", {}) == "ncodec, bpp from the .nc file"

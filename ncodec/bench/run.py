@@ -31,8 +31,8 @@ def list_images(folder: Path, limit: int | None) -> list[Path]:
 
 
 def _model_tags(codecs: list[str], media: str) -> dict[str, str]:
-    """Learned codecs: the SHA-256 prefix of the installed model and the codec version, so cached rows of older
-    weights or of an older bitstream are redone."""
+    """Learned codecs: the SHA-256 prefix of the installed model, the codec version and its encoder settings, so
+    cached rows of older weights, of an older bitstream or of another encoder search are redone."""
     from .. import zoo
     from ..registry import CODEC_MODULES
 
@@ -42,11 +42,24 @@ def _model_tags(codecs: list[str], media: str) -> dict[str, str]:
     tags = {}
     for c in codecs:
         if c in CODEC_MODULES:
+            cls = get_codec_class(c)
             try:
-                tags[c] = f"{zoo.find(c, media).sha256[:16]}-v{get_codec_class(c).version}"
+                tags[c] = f"{zoo.find(c, media).sha256[:16]}-v{cls.version}"
             except ModelMismatch:  # codecs without weights (implicit video): their version
-                tags[c] = f"{c}-v{get_codec_class(c).version}"
+                tags[c] = f"{c}-v{cls.version}"
+            if cls.encoder_settings():
+                tags[c] += "-" + cls.encoder_settings().replace(" ", "")
     return tags
+
+
+def _settings(codec: str, classical: dict) -> str:
+    """The settings line of a codec in the results: a classical codec's, or ours with its encoder settings."""
+    if codec in classical:
+        return classical[codec]
+    from ..registry import get_codec_class
+
+    extra = get_codec_class(codec).encoder_settings()
+    return f"ncodec{', encoder ' + extra if extra else ''}, bpp from the .nc file"
 
 
 def _load_cache(path: Path, tags: dict[str, str]) -> dict:
@@ -186,7 +199,7 @@ def run_image(codecs: list[str], data: Path, out: Path, limit: int | None = None
         _fid_summary(summary, rows, perc, [f.name for f in files])
     if perc.get("tags"):
         summary["perceptual_weights"] = {k: v for k, v in perc["tags"].items() if v}
-    summary["settings"] = {c: image_bench.SETTINGS.get(c, "ncodec, bpp from the .nc file") for c in codecs}
+    summary["settings"] = {c: _settings(c, image_bench.SETTINGS) for c in codecs}
     summary["data"] = str(data)
     summary["items"] = len(files)
     summary["command"] = command

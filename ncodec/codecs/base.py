@@ -38,6 +38,12 @@ class Codec:
     default_quality: float = 50.0
     lossless: bool = False  # lossless codecs refuse inputs that RGB cannot hold exactly (read_image(exact=True))
 
+    @classmethod
+    def encoder_settings(cls) -> str:
+        """Encoder defaults that change the files written but not the format or the model (e.g. a search width),
+        e.g. "beam 4"; the bench tags its cached rows with them. Empty when there are none."""
+        return ""
+
     def cached_model(self, media: str, model_id: str | None, weights_hash: bytes | None, load):
         """The installed model for ``media`` (the newest, or ``model_id``), loaded once by ``load(card)``;
         ``weights_hash`` (from a file's header) must match the installed weights."""

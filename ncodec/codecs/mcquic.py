@@ -147,6 +147,10 @@ class McquicCodec(Codec):
     default_quality = 50.0
     quality_search = True  # --bpp: ncodec.api searches the quality on the final file size
 
+    @classmethod
+    def encoder_settings(cls) -> str:
+        return f"beam {BEAM}"
+
     def model(self, model_id: str | None = None, weights_hash: bytes | None = None) -> McquicModel:
         return self.cached_model("image", model_id, weights_hash, McquicModel.from_card)
 
