@@ -619,6 +619,10 @@ TRAIN_EXPORT_IDS = {"walloc-image": "walloc-image-v2", "walloc-audio": "walloc-a
 @click.option("--head-frames", default=1, show_default=True,
               help="rvq: STFT frames the decoder predicts per 20 ms latent frame (iSTFT size 1280 / H); with "
                    "--init, a new decoder head on the model's networks.")
+@click.option("--head", type=click.Choice(["complex", "magnitude"]), default="complex", show_default=True,
+              help="rvq: 'complex' predicts magnitude and phase (rvq-audio-v1); 'magnitude' codes log-magnitude "
+                   "STFT frames and reconstructs the phase at decode time (rvq-audio-v2; sizes in "
+                   "ncodec.train.rvq.MAGNITUDE_CONFIG; unused codes re-seeded every 200 steps).")
 @click.option("--ste-after", default=None, type=int,
               help="walloc: step from which the rate term uses rounded symbols instead of noise (default: never).")
 @click.option("--lambda-scale", default=1.0, show_default=True,
@@ -646,7 +650,7 @@ TRAIN_EXPORT_IDS = {"walloc-image": "walloc-image-v2", "walloc-audio": "walloc-a
                    "model's; more blocks start as the identity).")
 @click.pass_context
 def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr, ste_after, lambda_scale, extra,
-          groups, head_frames, export_to, init, base, model_id, res_blocks, fine_stages, force):
+          groups, head_frames, head, export_to, init, base, model_id, res_blocks, fine_stages, force):
     """Train (or resume) a model recipe; checkpoints go to --run.
 
     walloc-context fits the integer causal context model of an image model (no network training: same pixels,
@@ -657,7 +661,7 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
     run_dir = run_dir or f"runs/{recipe}"
     if recipe == "walloc-context":
         export_to = export_to or "models"
-    model_id = model_id or TRAIN_EXPORT_IDS[recipe]
+    model_id = model_id or ("rvq-audio-v2" if recipe == "rvq" and head == "magnitude" else TRAIN_EXPORT_IDS[recipe])
 
     def work():
         if export_to:  # checked before any training: an export never silently replaces an installed model
@@ -687,8 +691,10 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
 
             log = lambda m: click.echo(m, err=True)  # noqa: E731
             rvq.train(Path(run_dir), steps or 9000, data, batch=batch or 16, crop=crop or 16000, lr=lr or 6e-4,
-                      extra=extra, config={"groups": groups, "n_q": 24 // groups, "head_frames": head_frames,
-                                           "n_fft": 1280 // head_frames}, log=log, init=init)
+                      extra=extra, log=log, init=init, reseed_every=200 if head == "magnitude" else 0,
+                      config={"groups": groups, "n_q": 24 // groups,
+                              **(rvq.MAGNITUDE_CONFIG if head == "magnitude" else
+                                 {"head_frames": head_frames, "n_fft": 1280 // head_frames})})
             if export_to:
                 card = rvq.export(Path(run_dir), Path(export_to), model_id, data=data, extra=extra, log=log,
                                   overwrite=force)

@@ -13,7 +13,9 @@ Unit key: (first original-rate sample of the core, number of core samples, a, b 
 original samples are ceil(a * hop * r / R). Payload: one constriction stream (ncodec.entropy indexed coding)
 with, channel by channel (mid, side), group by group, level by level, the codes of every carried frame; the
 table of level k of group g is entry g * n_q + k of the model's integer code tables (frequencies counted on
-the training audio). Codec params in HEAD: u16 S, u16 O, u8 mid levels, u8 side levels, u8 stereo.
+the training audio). Version 2 units start with one flag bit per (channel, group, level) row: set where the row is
+coded with a uniform table instead (cheaper there), so the codes never cost more than the nominal bitrate.
+Codec params in HEAD: u16 S, u16 O, u8 mid levels, u8 side levels, u8 stereo.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import torch
 
 from .. import zoo
 from ..container import Header, MediaKind, RateKind, Unit
-from ..entropy import TableSet, decode_indexed, encode_indexed
+from ..entropy import TableSet, decode_indexed, encode_indexed, quantize_pmf
 from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
 from ..registry import register_codec
 from .base import Codec, Encoded, Rate, crossfade_segments
@@ -50,7 +52,12 @@ class RvqModel:
         self.net.eval()
         # one table per (group, level): codebook_size codes + the escape entry of ncodec.entropy's tables
         freqs = tensors["codes.freqs"].numpy().reshape(cfg.groups * cfg.n_q, cfg.codebook_size + 1)
-        self.tables = TableSet.from_tables(list(freqs.astype(np.int64)), [0] * len(freqs))
+        # + one uniform table (log2 K bits a code), index groups * n_q: codec version 2 codes a row of codes with
+        # it where the counted table would cost more, so no input costs more than the nominal bitrate
+        self.uniform = len(freqs)
+        flat = quantize_pmf(np.append(np.ones(cfg.codebook_size), 0.0))
+        self.tables = TableSet.from_tables(list(freqs.astype(np.int64)) + [flat], [0] * (len(freqs) + 1))
+        self.bits = -np.log2(np.stack([self.tables.table(i) for i in range(len(freqs) + 1)]) / 2.0 ** 16)
 
     @classmethod
     def from_card(cls, card: zoo.ModelCard) -> "RvqModel":
@@ -63,10 +70,23 @@ class RvqModel:
             raise ModelMismatch(f"model {card.id!r} has architecture {arch!r}, unknown to this ncodec; upgrade ncodec")
         return cls(zoo.load_tensors(card), RvqConfig(**card.card["config"]))
 
-    def table_index(self, levels: int, frames: int) -> np.ndarray:
-        """Table of every code of one channel, in payload order (group, level, frame)."""
+    def table_index(self, levels: int, frames: int, uniform: np.ndarray | None = None) -> np.ndarray:
+        """Table of every code of one channel, in payload order (group, level, frame); ``uniform``: one flag
+        per (group, level) row, set where the row is coded with the uniform table."""
         g, k = np.meshgrid(np.arange(self.cfg.groups), np.arange(levels), indexing="ij")
-        return np.repeat((g * self.cfg.n_q + k).reshape(-1), frames)
+        rows = (g * self.cfg.n_q + k).reshape(-1)
+        if uniform is not None:
+            rows = np.where(uniform, self.uniform, rows)
+        return np.repeat(rows, frames)
+
+    def cheaper_uniform(self, codes: np.ndarray) -> np.ndarray:
+        """codes (groups, levels, frames) -> one flag per (group, level) row: True where the uniform table
+        codes the row in fewer bits than the row's counted table."""
+        groups, levels, _ = codes.shape
+        tables = (np.arange(groups)[:, None] * self.cfg.n_q + np.arange(levels)[None]).reshape(-1)
+        rows = codes.reshape(groups * levels, -1)
+        counted = self.bits[tables[:, None], rows].sum(1)
+        return (self.bits[self.uniform, rows].sum(1) < counted)
 
     @torch.no_grad()
     def encode_frames(self, x: np.ndarray, levels: int) -> np.ndarray:
@@ -75,10 +95,21 @@ class RvqModel:
         return self.net.quantizer.encode(z, levels)[0].numpy()
 
     @torch.no_grad()
-    def decode_frames(self, codes: np.ndarray) -> np.ndarray:
-        """codes (groups, levels, frames) -> float32 samples at the internal rate."""
+    def decode_frames(self, codes: np.ndarray, phase_of: np.ndarray | None = None) -> np.ndarray:
+        """codes (groups, levels, frames) -> float32 samples at the internal rate. ``phase_of``: samples whose
+        phase a magnitude-head model gives the output (the side channel takes the mid's)."""
         q = self.net.quantizer.decode(torch.from_numpy(codes.astype(np.int64))[None])
+        if phase_of is not None and self.cfg.head == "magnitude":
+            return self.net.decoder(q, torch.from_numpy(phase_of)[None])[0, 0].numpy()
         return self.net.decoder(q)[0, 0].numpy()
+
+    def decode_channels(self, codes: list, samples: int) -> np.ndarray:
+        """Codes of each channel (mid, side; None = not coded) -> float32 (samples, channels)."""
+        out = []
+        for c in codes:
+            out.append(np.zeros(samples, np.float32) if c is None else
+                       self.decode_frames(c, out[0] if out and self.cfg.head == "magnitude" else None))
+        return np.stack(out, 1)
 
 
 # ------------------------------------------------------------------------------------------ resampling
@@ -155,7 +186,7 @@ class _Stream:
 
 @register_codec("rvq")
 class RvqCodec(Codec):
-    version = 1
+    version = 2  # 2: each unit starts with the uniform-table flags of its rows of codes
     media = ("audio",)
     default_kbps = 6.0
 
@@ -215,16 +246,18 @@ class RvqCodec(Codec):
             b = min(n_frames, a + SEGMENT)
             lo, hi = a - min(OVERLAP, a), b + min(OVERLAP, n_frames - b)
             x = resample_range(get, (lo - CONTEXT) * cfg.hop, (hi + CONTEXT) * cfg.hop, up, down)
-            syms, idx = [], []
+            syms, idx, flags = [], [], []
             for ch, levels in enumerate((mid, side)[: 1 + stereo]):
                 if levels == 0:
                     continue
                 codes = model.encode_frames(x[:, ch], levels)[:, :, CONTEXT : CONTEXT + hi - lo]
                 syms.append(codes.reshape(-1))
-                idx.append(model.table_index(levels, hi - lo))
+                flags.append(model.cheaper_uniform(codes))
+                idx.append(model.table_index(levels, hi - lo, flags[-1]))
             s0, s1 = self._core_samples(a, b, n_frames, cfg, src.rate, src.frames)
+            data = encode_indexed(np.concatenate(syms).astype(np.int32), np.concatenate(idx), model.tables)
             units.append(Unit((s0, s1 - s0, a, b - a),
-                              encode_indexed(np.concatenate(syms).astype(np.int32), np.concatenate(idx), model.tables)))
+                              np.packbits(np.concatenate(flags), bitorder="little").tobytes() + data))
         kbps = cfg.kbps(mid + side)
         header = Header(MediaKind.AUDIO, self.codec_id, self.version, (src.frames, src.channels), card.id,
                         card.hash8, RateKind.KBPS, float(kbps), 16, 0, src.rate,
@@ -265,10 +298,19 @@ class RvqCodec(Codec):
         hop = model.cfg.hop
         return [u for u in units if (u.key[2] - ov) * hop < hi_i and (u.key[2] + u.key[3] + ov) * hop > lo_i]
 
-    def _unit_codes(self, model: RvqModel, unit: Unit, levels, lo: int, hi: int) -> list[np.ndarray]:
-        n = hi - lo
-        idx = np.concatenate([model.table_index(l, n) for l in levels if l])
-        syms, _ = decode_indexed(unit.data, idx, model.tables)
+    def _unit_codes(self, model: RvqModel, unit: Unit, levels, lo: int, hi: int, version: int) -> list[np.ndarray]:
+        n, groups = hi - lo, model.cfg.groups
+        if version >= 2:  # flags: one bit per (channel, group, level) row, set = the uniform table
+            rows = groups * sum(levels)
+            pos = -(-rows // 8)
+            if len(unit.data) < pos:
+                raise CorruptFile("rvq unit is shorter than its table flags; the file is damaged")
+            flags = np.unpackbits(np.frombuffer(unit.data[:pos], np.uint8), count=rows, bitorder="little")
+            flags = np.split(flags.astype(bool), np.cumsum([groups * l for l in levels])[:-1])
+        else:
+            pos, flags = 0, [None] * len(levels)
+        idx = np.concatenate([model.table_index(l, n, f) for l, f in zip(levels, flags) if l])
+        syms, _ = decode_indexed(unit.data, idx, model.tables, pos)
         if syms.size and (syms.min() < 0 or syms.max() >= model.cfg.codebook_size):
             raise CorruptFile("rvq code out of the codebook range; the file is damaged")
         out, pos = [], 0
@@ -293,9 +335,8 @@ class RvqCodec(Codec):
                 if unit.data is None:  # damaged segment (lenient read): silence
                     y = np.zeros(((hi - lo) * hop, channels), np.float32)
                 else:
-                    codes = self._unit_codes(model, unit, levels, lo, hi)
-                    y = np.stack([model.decode_frames(c) if c is not None else np.zeros((hi - lo) * hop, np.float32)
-                                  for c in codes], 1)
+                    codes = self._unit_codes(model, unit, levels, lo, hi, header.codec_version)
+                    y = model.decode_channels(codes, (hi - lo) * hop)
                 yield lo * hop, y, (2 * ov * hop if hi > b else 0)
 
         yield from crossfade_segments(decoded())
@@ -335,7 +376,8 @@ class RvqCodec(Codec):
         h = hashlib.sha256()
         for unit in units:
             a, b = unit.key[2], unit.key[2] + unit.key[3]
-            for c in self._unit_codes(model, unit, levels, a - min(ov, a), b + min(ov, n_frames - b)):
+            for c in self._unit_codes(model, unit, levels, a - min(ov, a), b + min(ov, n_frames - b),
+                                      header.codec_version):
                 if c is not None:
                     h.update(np.ascontiguousarray(c, dtype="<i8").tobytes())
         return h.hexdigest()

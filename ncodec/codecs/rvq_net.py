@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -58,6 +59,24 @@ class RvqConfig(CodeRates):
     codebook_size: int = 1024
     code_dim: int = 8
     head_frames: int = 1  # STFT frames the decoder predicts per latent frame (hop / head_frames apart)
+    # "complex": the decoder predicts log magnitude and phase (Vocos head; rvq-audio-v1). "magnitude": the
+    # encoder reads log-magnitude STFT frames, the decoder predicts only log magnitudes and the phase is
+    # reconstructed at decode time (fast Griffin-Lim, ``gl_iters`` iterations): no bits or weights spent on phase.
+    head: str = "complex"
+    gl_iters: int = 32
+    # magnitude head as source + filter (f0_bins > 0): each frame's magnitudes are
+    # exp(fine) * (exp(harmonic envelope) * comb + exp(noise envelope)), the comb a softmax mixture of the
+    # harmonic combs of f0_bins log-spaced fundamentals in [f0_min, f0_max] Hz, the envelopes given at env_bands
+    # mel-spaced points. A plain head cannot draw the harmonics of voiced speech and comes out spectrally smooth.
+    f0_bins: int = 0
+    f0_min: float = 50.0
+    f0_max: float = 500.0
+    env_bands: int = 48
+
+    @property
+    def step(self) -> int:
+        """Samples between the STFT frames of the decoder head (and of the magnitude encoder)."""
+        return self.hop // self.head_frames
 
 
 
@@ -78,21 +97,101 @@ class ConvNeXt(nn.Module):
         return x + (self.scale * h).transpose(1, 2)
 
 
+MAG_FLOOR = 1e-3  # added to STFT magnitudes before the log (about -100 dB of a full-scale sine)
+
+
+def stft_frames(x: torch.Tensor, n_fft: int, step: int, window: torch.Tensor) -> torch.Tensor:
+    """(B, T) samples, T a multiple of ``step`` -> complex (B, T / step, n_fft / 2 + 1): frame j centred at
+    j * step + step / 2, the frame centres of :func:`_overlap_add`."""
+    pad = n_fft // 2 - step // 2
+    frames = F.pad(x[:, None], (pad, pad + step), mode="reflect" if x.shape[-1] > pad + step else "constant")[:, 0]
+    return torch.fft.rfft(frames.unfold(-1, n_fft, step)[:, : x.shape[-1] // step] * window)
+
+
+def log_magnitude(x: torch.Tensor, n_fft: int, step: int, window: torch.Tensor) -> torch.Tensor:
+    return torch.log(stft_frames(x, n_fft, step, window).abs() + MAG_FLOOR)
+
+
+def griffin_lim(mag: torch.Tensor, n_fft: int, step: int, window: torch.Tensor, iters: int,
+                phase_of: torch.Tensor | None = None) -> torch.Tensor:
+    """Magnitudes (B, F, n_fft / 2 + 1) -> (B, 1, F * step) samples whose STFT magnitudes approach them: fast
+    Griffin-Lim (Perraudin et al. 2013, momentum 0.99) from a fixed pseudo-random phase, so decoding is
+    repeatable. ``phase_of``: start from the STFT phase of these samples (B, F * step) instead."""
+    if phase_of is None:
+        gen = torch.Generator().manual_seed(0)
+        spec = torch.polar(mag, torch.rand(mag.shape, generator=gen, dtype=mag.dtype) * (2 * math.pi))
+    else:
+        ref = stft_frames(phase_of, n_fft, step, window)
+        spec = ref * (mag / ref.abs().clamp_min(1e-12))
+    prev = spec
+    b, n, _ = mag.shape
+    total = (n - 1) * step + n_fft
+    env = F.fold(window.square().expand(1, n, n_fft).transpose(1, 2), (1, total), (1, n_fft),
+                 stride=(1, step))[:, 0].clamp_min(1e-3)
+    start = n_fft // 2 - step // 2
+
+    def synth(c):  # = _overlap_add(irfft(c) * window, window, step), the envelope computed once
+        frames = torch.fft.irfft(c, n=n_fft) * window
+        out = F.fold(frames.transpose(1, 2), (1, total), (1, n_fft), stride=(1, step))[:, 0] / env
+        return out[..., start : start + n * step]
+
+    for _ in range(iters):
+        proj = stft_frames(synth(spec)[:, 0], n_fft, step, window)
+        proj = proj * (mag / proj.abs().clamp_min(1e-12))
+        spec = proj + 0.99 * (proj - prev)
+        prev = proj
+    return synth(prev)
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: RvqConfig):
         super().__init__()
         self.cfg = cfg
-        self.fb = nn.Conv1d(1, cfg.fb, 2 * cfg.hop, stride=cfg.hop, padding=cfg.hop // 2, bias=False)
-        self.inp = nn.Conv1d(cfg.fb, cfg.enc_dim, 1)
+        if cfg.head == "magnitude":
+            self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
+            self.inp = nn.Conv1d(cfg.head_frames * (cfg.n_fft // 2 + 1), cfg.enc_dim, 1)
+        else:
+            self.fb = nn.Conv1d(1, cfg.fb, 2 * cfg.hop, stride=cfg.hop, padding=cfg.hop // 2, bias=False)
+            self.inp = nn.Conv1d(cfg.fb, cfg.enc_dim, 1)
         self.blocks = nn.Sequential(*[ConvNeXt(cfg.enc_dim) for _ in range(cfg.enc_blocks)])
         self.norm = nn.LayerNorm(cfg.enc_dim)
         self.out = nn.Linear(cfg.enc_dim, cfg.latent)
 
     def forward(self, x):
         """x: (B, 1, T), T a multiple of hop -> (B, latent, T / hop)."""
-        h = torch.asinh(self.fb(x) * 30.0)
+        if self.cfg.head == "magnitude":
+            lm = self.logmag(x)  # (B, F, bins), head_frames STFT frames per latent frame
+            h = lm.reshape(lm.shape[0], lm.shape[1] // self.cfg.head_frames, -1).transpose(1, 2)
+            h = (h + 4.0) * 0.5  # about zero mean, unit spread on speech (without it the first codes collapse)
+        else:
+            h = torch.asinh(self.fb(x) * 30.0)
         h = self.blocks(self.inp(h))
         return self.out(self.norm(h.transpose(1, 2))).transpose(1, 2)
+
+    def logmag(self, x):
+        """Magnitude head: (B, 1, T) -> the log-magnitude STFT frames (B, T / step, n_fft / 2 + 1) it codes."""
+        return log_magnitude(x[:, 0], self.cfg.n_fft, self.cfg.step, self.window)
+
+
+def harmonic_combs(cfg: RvqConfig) -> torch.Tensor:
+    """(f0_bins, bins): the STFT magnitudes (peak 1 per harmonic) of harmonic tones at f0_bins log-spaced
+    fundamentals under the n_fft-point Hann window, main lobes only (|sinc(d) / (1 - d^2)|, d in bins, |d| < 2)."""
+    bins = cfg.n_fft // 2 + 1
+    f0 = torch.logspace(math.log10(cfg.f0_min), math.log10(cfg.f0_max), cfg.f0_bins, dtype=torch.float64)
+    spacing = f0 * cfg.n_fft / cfg.rate  # harmonic spacing in bins
+    k = torch.arange(1, int(bins / spacing.min()) + 2, dtype=torch.float64)
+    d = torch.arange(bins, dtype=torch.float64)[None, None] - (spacing[:, None] * k[None])[..., None]  # (f0, k, bins)
+    lobe = torch.where(d.abs() < 2, torch.sinc(d) / (1 - d.square()).where(d.abs() != 1, torch.ones(())), 0.0)
+    lobe = torch.where(d.abs() == 1, 0.5, lobe).abs()
+    return lobe.sum(1).float()
+
+
+def envelope_basis(cfg: RvqConfig) -> torch.Tensor:
+    """(env_bands, bins): linear interpolation from env_bands mel-spaced frequencies (0 .. rate / 2) to the bins."""
+    mel = lambda f: 2595 * np.log10(1 + f / 700)  # noqa: E731
+    points = 700 * (10 ** (np.linspace(0, mel(cfg.rate / 2), cfg.env_bands) / 2595) - 1)
+    freqs = np.arange(cfg.n_fft // 2 + 1) * cfg.rate / cfg.n_fft
+    return torch.from_numpy(np.stack([np.interp(freqs, points, row) for row in np.eye(cfg.env_bands)])).float()
 
 
 class Decoder(nn.Module):
@@ -102,12 +201,47 @@ class Decoder(nn.Module):
         self.inp = nn.Conv1d(cfg.latent, cfg.dec_dim, 3, padding=1)
         self.blocks = nn.Sequential(*[ConvNeXt(cfg.dec_dim) for _ in range(cfg.dec_blocks)])
         self.norm = nn.LayerNorm(cfg.dec_dim)
-        self.head = nn.Linear(cfg.dec_dim, cfg.head_frames * (cfg.n_fft + 2))
+        bins = cfg.n_fft // 2 + 1
+        if cfg.head == "magnitude":
+            self.outputs = bins + (cfg.f0_bins + 2 * cfg.env_bands if cfg.f0_bins else 0)
+        else:
+            self.outputs = 2 * bins
+        self.head = nn.Linear(cfg.dec_dim, cfg.head_frames * self.outputs)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
+        if cfg.f0_bins:
+            self.register_buffer("combs", harmonic_combs(cfg), persistent=False)
+            self.register_buffer("envelope", envelope_basis(cfg), persistent=False)
 
-    def forward(self, q):
-        """q: (B, latent, N) -> (B, 1, N * hop)."""
+    def logmag(self, q, with_f0: bool = False):
+        """Magnitude head: q (B, latent, N) -> predicted log(|STFT| + MAG_FLOOR), (B, N * head_frames, bins);
+        ``with_f0``: also the fundamental logits (B, N * head_frames, f0_bins) of a source-filter head."""
         cfg = self.cfg
+        h = self.blocks(self.inp(q))
+        spec = self.head(self.norm(h.transpose(1, 2)))
+        spec = spec.reshape(spec.shape[0], -1, self.outputs)
+        bins = cfg.n_fft // 2 + 1
+        if not cfg.f0_bins:
+            return (spec, None) if with_f0 else spec
+        fine, logits, harm, noise = spec.split([bins, cfg.f0_bins, cfg.env_bands, cfg.env_bands], -1)
+        comb = torch.softmax(logits, -1) @ self.combs
+        mag = torch.exp(fine.clamp(max=10.0)) * (torch.exp((harm @ self.envelope).clamp(max=10.0)) * comb
+                                                  + torch.exp((noise @ self.envelope).clamp(max=10.0)))
+        return (torch.log(mag + MAG_FLOOR), logits) if with_f0 else torch.log(mag + MAG_FLOOR)
+
+    def f0_target(self, logmag: torch.Tensor, temperature: float = 0.3) -> torch.Tensor:
+        """Training target of the fundamental logits: a softmax over the combs of their normalised correlation
+        with the spectral peaks of ``logmag`` (log magnitudes above their 17-bin local mean)."""
+        peaks = (logmag - F.avg_pool1d(logmag, 17, 1, 8, count_include_pad=False)).clamp_min(0)
+        return torch.softmax(peaks @ self.combs.t() / self.combs.norm(dim=1) / temperature, -1)
+
+    def forward(self, q, phase_of=None):
+        """q: (B, latent, N) -> (B, 1, N * hop). Magnitude head: ``phase_of`` (B, N * hop), samples whose STFT
+        phase the output takes as it is (the side channel of a stereo pair takes the mid's)."""
+        cfg = self.cfg
+        if cfg.head == "magnitude":
+            mag = (torch.exp(self.logmag(q).clamp(max=10.0)) - MAG_FLOOR).clamp_min(0)
+            return griffin_lim(mag, cfg.n_fft, cfg.step, self.window, cfg.gl_iters if phase_of is None else 0,
+                               phase_of)
         h = self.blocks(self.inp(q))
         spec = self.head(self.norm(h.transpose(1, 2)))  # (B, N, head_frames * (n_fft + 2))
         spec = spec.reshape(spec.shape[0], -1, cfg.n_fft + 2)  # (B, N * head_frames, n_fft + 2)
@@ -115,7 +249,7 @@ class Decoder(nn.Module):
         mag = torch.exp(spec[..., :bins].clamp(max=10.0))
         phase = spec[..., bins:]
         frames = torch.fft.irfft(torch.polar(mag, phase), n=cfg.n_fft) * self.window
-        return _overlap_add(frames, self.window, cfg.hop // cfg.head_frames)
+        return _overlap_add(frames, self.window, cfg.step)
 
 
 def _overlap_add(frames: torch.Tensor, window: torch.Tensor, hop: int) -> torch.Tensor:
@@ -137,6 +271,20 @@ class VQ(nn.Module):
         self.inp = nn.Linear(dim, cfg.code_dim)
         self.out = nn.Linear(cfg.code_dim, dim)
         self.codebook = nn.Parameter(torch.randn(cfg.codebook_size, cfg.code_dim))
+        # training only (not saved): uses of each code since the last re-seeding, and recent inputs to seed from
+        self.register_buffer("usage", torch.zeros(cfg.codebook_size), persistent=False)
+        self.register_buffer("recent", torch.zeros(0, cfg.code_dim), persistent=False)
+
+    @torch.no_grad()
+    def reseed_dead(self) -> int:
+        """Codes unused since the last call take the direction of a random recent input (k-means style
+        re-seeding against codebook collapse); returns how many were re-seeded."""
+        dead = (self.usage == 0).nonzero()[:, 0]
+        if len(dead) and len(self.recent):
+            pick = torch.randint(len(self.recent), (len(dead),), device=self.recent.device)
+            self.codebook[dead] = self.recent[pick] * self.codebook.norm(dim=-1).mean()
+        self.usage.zero_()
+        return len(dead) if len(self.recent) else 0
 
     def codes(self, r):
         """r: (B, N, dim) -> (B, N) int64 indices."""
@@ -152,6 +300,9 @@ class VQ(nn.Module):
         e = F.normalize(self.inp(r), dim=-1)
         c = F.normalize(self.codebook, dim=-1)
         idx = (e.detach() @ c.t()).argmax(-1)
+        self.usage += torch.bincount(idx.reshape(-1), minlength=len(c)).to(self.usage.dtype)
+        flat = e.detach().reshape(-1, e.shape[-1])
+        self.recent = flat[torch.randint(len(flat), (min(len(flat), 4096),), device=flat.device)]
         cq = c[idx]
         loss = F.mse_loss(e, cq.detach(), reduction="none").mean(-1) * 0.25 + \
             F.mse_loss(cq, e.detach(), reduction="none").mean(-1)

@@ -17,12 +17,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..codecs.rvq_net import RvqConfig, RvqNet
+from ..codecs.rvq_net import MAG_FLOOR, RvqConfig, RvqNet
 from .data import AUDIO_EXT, corpus_root
 
 STFT_SIZES = (512, 1024, 2048)
 SHORT_SIZES = (128, 256)  # optional magnitude-only sizes for time precision (train(short=...))
 COMPLEX_SIZES = (256, 512, 1024)  # sizes of the optional phase-aware term (train(complex_weight=...))
+# `ncodec train rvq --head magnitude` (rvq-audio-v2): 640-point STFT frames 10 ms apart, two per latent frame;
+# sized to fit the models/ budget (~4.5 MB in fp16)
+MAGNITUDE_CONFIG = {"head": "magnitude", "head_frames": 2, "n_fft": 640, "f0_bins": 384, "enc_dim": 160,
+                    "enc_blocks": 3, "dec_dim": 224, "dec_blocks": 3}
+F0_WEIGHT = 0.1  # weight of the fundamental's cross-entropy (source-filter head): without it the comb is not used
 
 
 def load_clips(folders: list[Path], rate: int, cache: Path | None = None, log=print) -> dict[str, list[np.ndarray]]:
@@ -128,6 +133,21 @@ class SpectralLoss(torch.nn.Module):
         return mel / len(STFT_SIZES), mag / len(STFT_SIZES + self.short), cplx / max(len(self.complex_sizes), 1)
 
 
+def magnitude_loss(model: RvqNet, x: torch.Tensor, n_active: torch.Tensor):
+    """Magnitude head (``head="magnitude"``): (L1 of the log magnitudes, spectral convergence of the linear
+    magnitudes, cross-entropy of the fundamental logits against :meth:`Decoder.f0_target` (0 without a
+    source-filter head), VQ loss) of the decoded STFT frames against those of ``x`` (B, T)."""
+    target = model.encoder.logmag(x[:, None])
+    q, vq_loss = model.quantizer(model.encoder(x[:, None]), n_active)
+    pred, logits = model.decoder.logmag(q, with_f0=True)
+    conv = torch.linalg.norm(torch.exp(pred.clamp(max=10.0)) - torch.exp(target)) / \
+        torch.linalg.norm(torch.exp(target) - MAG_FLOOR).clamp_min(1e-5)
+    f0 = torch.zeros(())
+    if logits is not None:
+        f0 = -(model.decoder.f0_target(target) * torch.log_softmax(logits, -1)).sum(-1).mean()
+    return F.l1_loss(pred, target), conv, f0, vq_loss
+
+
 def _safetensors_config(path: str) -> str:
     """The JSON configuration stored in a model file's metadata by :func:`export`."""
     from safetensors import safe_open
@@ -144,11 +164,13 @@ def default_folders(data: str | None, extra: tuple[str, ...] = ()) -> list[Path]
 def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 16000, lr: float = 6e-4,
           save_every: int = 250, threads: int | None = None, log=print, extra: tuple[str, ...] = (),
           config: dict | None = None, init: str | None = None, short: tuple[int, ...] = (),
-          complex_weight: float = 0.0):
+          complex_weight: float = 0.0, reseed_every: int = 0):
     """Train (or resume ``run``). ``init``: a shipped model's safetensors to start a new run from (its
     networks; fresh optimiser), so training continues across machines where run folders are not kept.
     ``short`` (e.g. ``SHORT_SIZES``) and ``complex_weight`` (> 0: the phase-aware term on ``COMPLEX_SIZES``)
-    add the optional terms of :class:`SpectralLoss`; rvq-audio-v1 was trained without them."""
+    add the optional terms of :class:`SpectralLoss`; rvq-audio-v1 was trained without them. ``reseed_every``:
+    every so many steps (in the first half of training) codes unused since the last time are re-seeded from
+    recent encoder outputs (rvq-audio-v2: 200)."""
     if threads:
         torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -198,20 +220,30 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
         x = torch.from_numpy(sampler.batch(batch)).to(device)
         n_active = torch.randint(1, cfg.n_q + 1, (batch,), generator=gen)
         n_active = torch.where(torch.rand(batch, generator=gen) < 0.6, n_active, cfg.n_q).to(device)
-        y, vq_loss = model(x[:, None], n_active)
-        mel, mag, cplx = spec(y[:, 0], x)
-        loss = 15 * mel + mag + complex_weight * cplx + vq_loss
+        if cfg.head == "magnitude":  # no waveform in the loop: the decoder's log magnitudes against the input's
+            logmag, conv, f0, vq_loss = magnitude_loss(model, x, n_active)
+            loss = logmag + conv + F0_WEIGHT * f0 + vq_loss
+            terms = {"logmag": logmag, "sc": conv, "f0": f0}
+        else:
+            y, vq_loss = model(x[:, None], n_active)
+            mel, mag, cplx = spec(y[:, 0], x)
+            loss = 15 * mel + mag + complex_weight * cplx + vq_loss
+            terms = {"mel": mel, "mag": mag, "complex": cplx}
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        hist.append((loss.item(), mel.item(), mag.item(), vq_loss.item(), cplx.item()))
+        if reseed_every and step % reseed_every == 0 and step <= steps // 2:
+            n = sum(vq.reseed_dead() for vqs in model.quantizer.vqs for vq in vqs)
+            log(f"step {step}: re-seeded {n} unused codes")
+        hist.append([loss.item(), vq_loss.item()] + [float(v) for v in terms.values()])
         if step % 25 == 0:
             h = np.mean(hist, axis=0)
             hist = []
-            log(f"step {step}/{steps} loss {h[0]:.3f} mel {h[1]:.4f} mag {h[2]:.3f} vq {h[3]:.3f} complex {h[4]:.4f} "
-                f"({25 / (time.time() - t0):.2f} steps/s)")
+            log(f"step {step}/{steps} loss {h[0]:.3f} vq {h[1]:.3f} "
+                + " ".join(f"{k} {v:.4f}" for k, v in zip(terms, h[2:]))
+                + f" ({25 / (time.time() - t0):.2f} steps/s)")
             t0 = time.time()
         if step % save_every == 0 or step == steps:
             tmp = run / "checkpoint.tmp"
