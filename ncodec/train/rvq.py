@@ -237,7 +237,7 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
         if reseed_every and step % reseed_every == 0 and step <= steps // 2:
             n = sum(vq.reseed_dead() for vqs in model.quantizer.vqs for vq in vqs)
             log(f"step {step}: re-seeded {n} unused codes")
-        hist.append([loss.item(), vq_loss.item()] + [float(v) for v in terms.values()])
+        hist.append([loss.item(), vq_loss.item()] + [float(v.detach()) for v in terms.values()])
         if step % 25 == 0:
             h = np.mean(hist, axis=0)
             hist = []
