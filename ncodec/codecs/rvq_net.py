@@ -5,7 +5,9 @@ latent frame per ``hop`` samples (50 Hz). The encoder's first layer is a learned
 (a strided convolution) followed by a sign-preserving log compression (asinh) and ConvNeXt blocks at the frame
 rate; the decoder mirrors it and ends in a Vocos-style head that predicts a complex STFT frame (log magnitude,
 phase) per latent frame and overlap-adds it. No layer runs at the sample rate except the filterbank and the
-inverse FFT, which is what makes both training and decoding cheap.
+inverse FFT, which is what makes both training and decoding cheap. With ``head="magnitude"`` (rvq-audio-v2) the
+encoder reads log-magnitude STFT frames, the decoder predicts only magnitudes (a source-filter head: harmonic
+combs mixed by a softmax over fundamentals, plus envelopes) and :func:`griffin_lim` restores a phase.
 
 Quantisation is residual VQ (SoundStream/EnCodec) with factorised, l2-normalised code lookups (codebooks of
 ``codebook_size`` entries in ``code_dim`` dimensions, as DAC does against codebook collapse). ``groups`` > 1
