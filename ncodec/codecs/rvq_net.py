@@ -159,10 +159,11 @@ class Encoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.enc_dim)
         self.out = nn.Linear(cfg.enc_dim, cfg.latent)
 
-    def forward(self, x):
-        """x: (B, 1, T), T a multiple of hop -> (B, latent, T / hop)."""
+    def forward(self, x, logmag=None):
+        """x: (B, 1, T), T a multiple of hop -> (B, latent, T / hop). Magnitude head: ``logmag``, the frames of
+        :meth:`logmag` of ``x`` when the caller has them already."""
         if self.cfg.head == "magnitude":
-            lm = self.logmag(x)  # (B, F, bins), head_frames STFT frames per latent frame
+            lm = self.logmag(x) if logmag is None else logmag  # (B, F, bins), head_frames frames per latent frame
             h = lm.reshape(lm.shape[0], lm.shape[1] // self.cfg.head_frames, -1).transpose(1, 2)
             h = (h + 4.0) * 0.5  # about zero mean, unit spread on speech (without it the first codes collapse)
         else:

@@ -138,7 +138,7 @@ def magnitude_loss(model: RvqNet, x: torch.Tensor, n_active: torch.Tensor):
     magnitudes, cross-entropy of the fundamental logits against :meth:`Decoder.f0_target` (0 without a
     source-filter head), VQ loss) of the decoded STFT frames against those of ``x`` (B, T)."""
     target = model.encoder.logmag(x[:, None])
-    q, vq_loss = model.quantizer(model.encoder(x[:, None]), n_active)
+    q, vq_loss = model.quantizer(model.encoder(x[:, None], target), n_active)
     pred, logits = model.decoder.logmag(q, with_f0=True)
     conv = torch.linalg.norm(torch.exp(pred.clamp(max=10.0)) - torch.exp(target)) / \
         torch.linalg.norm(torch.exp(target) - MAG_FLOOR).clamp_min(1e-5)
