@@ -304,3 +304,24 @@ def test_refit_of_small_tensors_keeps_large_ones_on_their_steps_and_lowers_the_e
     assert any(p.numel() < nerv.REFIT_SIZE and not torch.equal(p.detach(), saved[n])
                for n, p in fitter.net.named_parameters())
     assert quantised_mse() < plain
+
+
+def test_fast_pixel_shuffle_is_torchs_exactly_forward_and_backward():
+    """The network's x2 shuffle (a view + permute, faster than torch's kernel here) gives the same numbers and
+    gradients as torch.nn.functional.pixel_shuffle, so decoding and the files are unchanged by it."""
+    import torch
+    import torch.nn.functional as F
+
+    from ncodec.codecs.nerv import _shuffle2
+
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(3, 20, 9, 11, dtype=dtype, requires_grad=True)
+        g = torch.randn(3, 5, 18, 22, dtype=dtype)
+        ours = _shuffle2(x)
+        ref = F.pixel_shuffle(x, 2)
+        assert torch.equal(ours, ref)
+        (gx_ours,) = torch.autograd.grad(ours, x, g)
+        (gx_ref,) = torch.autograd.grad(ref, x, g)
+        assert torch.equal(gx_ours, gx_ref)
+    x = torch.randn(2, 8, 5, 6).contiguous(memory_format=torch.channels_last)  # not viewable: still right
+    assert torch.equal(_shuffle2(x), F.pixel_shuffle(x, 2))

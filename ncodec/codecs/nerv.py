@@ -60,6 +60,7 @@ ALLOC_FRAMES = 24  # frames whose error the step choice measures (evenly spaced 
 # (biases, the rank projection, the head) re-fitted on them for REFIT_SHARE of the group's budget
 REFIT_SHARE = 0.08
 REFIT_SIZE = 2000
+FIT_BATCH = 4  # frames per fitting step
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,14 @@ class NervConfig:
         return cfg
 
 
+def _shuffle2(x):
+    """= torch.nn.functional.pixel_shuffle(x, 2) as a reshape, a permute and one copy: the same numbers, forward +
+    backward 2-3x faster than torch's kernel on this CPU, where that kernel took a quarter of a fitting step
+    (q30 CIF, batch 4: 22.5 -> 17.4 ms a step)."""
+    b, c, h, w = x.shape
+    return x.reshape(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c // 4, 2 * h, 2 * w)
+
+
 def _net_class():
     """The torch module, defined on first use so importing this file does not import torch."""
     import torch
@@ -117,7 +126,7 @@ def _net_class():
                 self.pw = nn.Conv2d(cout, cout, 1)
 
         def forward(self, x, e):
-            y = F.pixel_shuffle(self.conv(x), 2)
+            y = _shuffle2(self.conv(x))
             g, b = self.film(e)[:, :, None, None].chunk(2, 1)
             y = F.gelu(y * (1 + g) + b)
             if self.plus:
@@ -149,7 +158,7 @@ def _net_class():
             x = self.grid(F.gelu(self.down(e))).view(-1, cfg.c0, gh, gw)
             for blk in self.blocks:
                 x = blk(x, e)
-            return torch.sigmoid(F.pixel_shuffle(self.head(x), 2))[:, :, : cfg.height, : cfg.width]
+            return torch.sigmoid(_shuffle2(self.head(x)))[:, :, : cfg.height, : cfg.width]
 
     return NervNet
 
@@ -441,7 +450,7 @@ class _Fitter:
             opt.load_state_dict(state["opt"])
             start_epoch = state["epoch"]
             self.qat_steps = state.get("qat_steps")
-        batch = max(1, min(len(frames), 4))
+        batch = max(1, min(len(frames), FIT_BATCH))
         t0, last_save = time.time(), time.time()
         gen = torch.Generator().manual_seed(start_epoch)
         psnr = float("nan")
