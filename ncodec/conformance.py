@@ -147,8 +147,13 @@ def regenerate(root: Path = ROOT, only: set[str] | None = None) -> list[dict]:
         entries.append(_vector(root, "pc", f"{image_model}-two-crops-32x37", blob, "npy"))
     if want("rvq"):
         rvq_model = zoo.find("rvq", "audio").id
-        for name, sig, sr, kbps in (("mono16k-6kbps", tone[:, None], 16000, 6),
-                                    ("stereo22k-3kbps", np.stack([tone, tone[::-1]], 1), 22050, 3)):
+        # 5.2 s: two units, so the vectors cover a cross-fade (codec version 3 decodes it differently from 2);
+        # new names, so the version 2 vectors of the same model stay
+        t = np.arange(83200) / 16000
+        sweep = (0.3 * np.sin(2 * np.pi * (300 + 100 * t) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 1.3 * t)))
+        sweep = sweep.astype(np.float32)
+        for name, sig, sr, kbps in (("seams-mono16k-6kbps", sweep[:, None], 16000, 6),
+                                    ("seams-stereo11k-3kbps", np.stack([sweep, sweep[::-1]], 1), 11025, 3)):
             blob = api.encode(sig, codec="rvq", bitrate=kbps, sample_rate=sr, name="tone.wav")
             entries.append(_vector(root, "rvq", f"{rvq_model}-{name}", blob, "npy"))
     # video: the fitted weights depend on timing, so the bytes differ per run; the vector fixes one file

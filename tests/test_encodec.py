@@ -107,6 +107,10 @@ def test_convert_then_encode_with_model_option(tmp_path, monkeypatch):
     assert inf.kbps < 0.9  # entropy-coded below the nominal rate
     dec = ncodec.decode(blob)
     assert dec.data.shape == (len(sig), 1) and dec.sample_rate == 22050 and np.isfinite(dec.data).all()
+    stereo = np.stack([sig, 0.5 * sig], 1)  # mid and side both through the EnCodec decoder
+    dec = ncodec.decode(ncodec.encode(stereo, codec="rvq", bitrate=1.35, sample_rate=22050,
+                                      options={"model": "encodec-24khz"}))
+    assert dec.data.shape == stereo.shape and np.isfinite(dec.data).all()
     with pytest.raises(ModelMismatch):
         ncodec.encode(sig, codec="rvq", bitrate=1.5, sample_rate=22050, options={"model": "no-such-model"})
     with pytest.raises(ncodec.BadInput, match="model"):

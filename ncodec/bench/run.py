@@ -360,7 +360,8 @@ def plot(out: Path, summary: dict) -> None:
         ax.set_ylabel(yl)
         ax.set_xlim(0, 2.0)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:  # no MS-SSIM curve (video): no legend to draw
+            ax.legend()
     axes[0].set_ylim(22, 42)
     axes[1].set_ylim(0.85, 1.0)
     fig.suptitle(f"{summary.get('data')} ({summary.get('items')} images), mean curves")

@@ -15,6 +15,11 @@ with, channel by channel (mid, side), group by group, level by level, the codes 
 table of level k of group g is entry g * n_q + k of the model's integer code tables (frequencies counted on
 the training audio). Version 2 units start with one flag bit per (channel, group, level) row: set where the row is
 coded with a uniform table instead (cheaper there), so the codes never cost more than the nominal bitrate.
+Version 3 (same bytes as 2, a magnitude-head decoder reconstructs the phase differently): Griffin-Lim starts from a
+phase fixed by the absolute frame index (``rvq_net.start_phase``), and the frames a unit shares with a neighbour
+(the cross-fade) take the phase of a Griffin-Lim run on those frames' codes alone, held through the unit's own
+run. Both units compute that phase identically, so the cross-fade joins signals in phase (version 2: unrelated
+phases, a dip of ~2 dB and a colouring every 5 s) while every unit still decodes alone.
 Codec params in HEAD: u16 S, u16 O, u8 mid levels, u8 side levels, u8 stereo.
 """
 from __future__ import annotations
@@ -31,10 +36,11 @@ from ..entropy import TableSet, decode_indexed, encode_indexed, quantize_pmf
 from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
 from ..registry import register_codec
 from .base import Codec, Encoded, Rate, crossfade_segments
-from .rvq_net import RvqConfig, RvqNet
+from .rvq_net import RvqConfig, RvqNet, griffin_lim, start_phase, stft_frames
 
 SEGMENT = 250  # latent frames per unit (5 s at 50 Hz)
 OVERLAP = 3  # extra frames carried on each side of a boundary (cross-fade of 2 * OVERLAP frames)
+SHARED_MIN = 16  # codec version 3: latent frames of the run that sets a cross-fade's phase (mirrored codes)
 CONTEXT = 12  # frames of audio the encoder sees beyond the carried ones (its receptive field)
 PARAMS = struct.Struct("<HHBBB")
 
@@ -94,21 +100,62 @@ class RvqModel:
         z = self.net.encoder(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None])
         return self.net.quantizer.encode(z, levels)[0].numpy()
 
-    @torch.no_grad()
-    def decode_frames(self, codes: np.ndarray, phase_of: np.ndarray | None = None) -> np.ndarray:
-        """codes (groups, levels, frames) -> float32 samples at the internal rate. ``phase_of``: samples whose
-        phase a magnitude-head model gives the output (the side channel takes the mid's)."""
-        q = self.net.quantizer.decode(torch.from_numpy(codes.astype(np.int64))[None])
-        if phase_of is not None and self.cfg.head == "magnitude":
-            return self.net.decoder(q, torch.from_numpy(phase_of)[None])[0, 0].numpy()
-        return self.net.decoder(q)[0, 0].numpy()
+    @property
+    def magnitude_head(self) -> bool:
+        """Whether the decoder predicts magnitudes only (the phase is reconstructed: rvq-audio-v2)."""
+        return getattr(self.cfg, "head", None) == "magnitude"
 
-    def decode_channels(self, codes: list, samples: int) -> np.ndarray:
-        """Codes of each channel (mid, side; None = not coded) -> float32 (samples, channels)."""
+    @torch.no_grad()
+    def decode_frames(self, codes: np.ndarray, phase_of: np.ndarray | None = None, first: int | None = None,
+                      shared: tuple = ()) -> np.ndarray:
+        """codes (groups, levels, frames) -> float32 samples at the internal rate. Magnitude head only:
+        ``phase_of``: samples whose phase the output takes (the side channel takes the mid's); ``first``: the
+        absolute index of the first latent frame, for codec version 3's phase reconstruction (None: version 2's),
+        with ``shared`` the (start, stop) frame ranges (relative) that a neighbouring unit decodes too."""
+        q = self.net.quantizer.decode(torch.from_numpy(codes.astype(np.int64))[None])
+        if not self.magnitude_head:
+            return self.net.decoder(q)[0, 0].numpy()
+        if phase_of is not None:
+            return self.net.decoder(q, torch.from_numpy(phase_of)[None])[0, 0].numpy()
+        if first is None:
+            return self.net.decoder(q)[0, 0].numpy()
+        return self._phase_v3(codes, self.net.decoder.magnitudes(q), first, shared)
+
+    def _phase_v3(self, codes: np.ndarray, mag: torch.Tensor, first: int, shared: tuple) -> np.ndarray:
+        """Codec version 3's Griffin-Lim: start phase by absolute frame; the ``shared`` frames hold a phase that
+        the neighbouring unit computes identically (from those frames' codes alone, half the iterations)."""
+        cfg, dec = self.cfg, self.net.decoder
+        per = cfg.hop // cfg.step  # STFT frames per latent frame
+        gl = lambda m, phase, iters, hold=None: griffin_lim(  # noqa: E731
+            m, cfg.n_fft, cfg.step, dec.window, iters, phase=phase, hold=hold)
+        bins = mag.shape[2]
+        mask = torch.zeros(mag.shape[1], dtype=torch.bool)
+        held = torch.zeros(mag.shape[1:])
+        for a, b in shared:  # a neighbour decodes these frames too: both take the phase of a run on their codes alone
+            # mirrored to SHARED_MIN frames: on shorter inputs the decoder's matrix products came out differently
+            # under 1 and 2 threads here (~1e-6), which Griffin-Lim grew to several 16-bit levels
+            left = max(0, SHARED_MIN - (b - a)) // 2
+            right = max(0, SHARED_MIN - (b - a) - left)
+            part = np.pad(codes[..., a:b], ((0, 0), (0, 0), (left, right)), mode="symmetric")
+            mags = dec.magnitudes(self.net.quantizer.decode(torch.from_numpy(part[None].astype(np.int64))))
+            y = gl(mags, start_phase((first + a - left) * per, mags.shape[1], bins), cfg.gl_iters // 2)[:, 0]
+            phase = torch.angle(stft_frames(y, cfg.n_fft, cfg.step, dec.window))[0]
+            mask[a * per : b * per] = True
+            held[a * per : b * per] = phase[left * per : (left + b - a) * per]
+        start = start_phase(first * per, mag.shape[1], bins)
+        return gl(mag, start, cfg.gl_iters, (mask, held) if shared else None)[0, 0].numpy()
+
+    def decode_channels(self, codes: list, samples: int, first: int | None = None, shared: tuple = ()) -> np.ndarray:
+        """Codes of each channel (mid, side; None = not coded) -> float32 (samples, channels); ``first``,
+        ``shared``: see :meth:`decode_frames` (the side channel takes the mid's phase)."""
         out = []
         for c in codes:
-            out.append(np.zeros(samples, np.float32) if c is None else
-                       self.decode_frames(c, out[0] if out and self.cfg.head == "magnitude" else None))
+            if c is None:
+                out.append(np.zeros(samples, np.float32))
+            elif out and self.magnitude_head:
+                out.append(self.decode_frames(c, phase_of=out[0]))
+            else:
+                out.append(self.decode_frames(c, first=first, shared=shared))
         return np.stack(out, 1)
 
 
@@ -186,7 +233,8 @@ class _Stream:
 
 @register_codec("rvq")
 class RvqCodec(Codec):
-    version = 2  # 2: each unit starts with the uniform-table flags of its rows of codes
+    # 2: each unit starts with the uniform-table flags of its rows of codes; 3: cross-fades reconstructed in phase
+    version = 3
     media = ("audio",)
     default_kbps = 6.0
 
@@ -336,7 +384,12 @@ class RvqCodec(Codec):
                     y = np.zeros(((hi - lo) * hop, channels), np.float32)
                 else:
                     codes = self._unit_codes(model, unit, levels, lo, hi, header.codec_version)
-                    y = model.decode_channels(codes, (hi - lo) * hop)
+                    if header.codec_version >= 3:  # frames shared with the neighbours: [lo, a + ov), [b - ov, hi)
+                        shared = ([(0, min(a + ov, hi) - lo)] if lo < a else []) + \
+                                 ([(max(b - ov, lo) - lo, hi - lo)] if hi > b else [])
+                        y = model.decode_channels(codes, (hi - lo) * hop, lo, tuple(shared))
+                    else:
+                        y = model.decode_channels(codes, (hi - lo) * hop)
                 yield lo * hop, y, (2 * ov * hop if hi > b else 0)
 
         yield from crossfade_segments(decoded())

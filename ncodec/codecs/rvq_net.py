@@ -114,32 +114,65 @@ def log_magnitude(x: torch.Tensor, n_fft: int, step: int, window: torch.Tensor) 
     return torch.log(stft_frames(x, n_fft, step, window).abs() + MAG_FLOOR)
 
 
+def _fold(frames: torch.Tensor, step: int) -> torch.Tensor:
+    """Overlap-add: frames (B, N, size), frame j at sample j * step -> (B, 1, (N - 1) * step + size) sums. Where
+    size is a multiple of step, as size / step shifted slice additions in the order torch's ``F.fold`` (col2im)
+    adds them, so the sums are the same to the bit; ~10x faster here (F.fold took a quarter of rvq decoding)."""
+    b, n, size = frames.shape
+    if size % step:
+        return F.fold(frames.transpose(1, 2), (1, (n - 1) * step + size), (1, size), stride=(1, step))[:, 0]
+    r = size // step
+    parts = frames.reshape(b, n, r, step)
+    out = frames.new_zeros(b, n + r - 1, step)
+    for i in range(r):
+        out[:, i : i + n] += parts[:, :, i]
+    return out.reshape(b, 1, (n + r - 1) * step)
+
+
+def start_phase(first: int, frames: int, bins: int) -> torch.Tensor:
+    """(frames, bins) pseudo-random phases in [0, 2 pi) fixed by the absolute STFT frame index (``first`` is
+    the first one's) and the bin, from integer arithmetic: a frame gets the same start phase in every segment that
+    decodes it, on every platform."""
+    j = torch.arange(frames, dtype=torch.int64)[:, None] + first
+    k = torch.arange(bins, dtype=torch.int64)[None]
+    h = (j * 1000003 + k * 7919) % 65521 * 40503 % 65536
+    return h.to(torch.float32) * (2 * math.pi / 65536)
+
+
 def griffin_lim(mag: torch.Tensor, n_fft: int, step: int, window: torch.Tensor, iters: int,
-                phase_of: torch.Tensor | None = None) -> torch.Tensor:
+                phase_of: torch.Tensor | None = None, phase: torch.Tensor | None = None,
+                hold: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Magnitudes (B, F, n_fft / 2 + 1) -> (B, 1, F * step) samples whose STFT magnitudes approach them: fast
     Griffin-Lim (Perraudin et al. 2013, momentum 0.99) from a fixed pseudo-random phase, so decoding is
-    repeatable. ``phase_of``: start from the STFT phase of these samples (B, F * step) instead."""
-    if phase_of is None:
+    repeatable. ``phase_of``: start from the STFT phase of these samples (B, F * step) instead; ``phase``: start
+    from this phase (F, bins) (:func:`start_phase`); ``hold``: (mask (F,), phase (F, bins)): the masked frames
+    keep that phase through the iterations (the cross-fades of rvq codec version 3)."""
+    if phase is not None:
+        spec = torch.polar(mag, phase.expand_as(mag))
+    elif phase_of is None:
         gen = torch.Generator().manual_seed(0)
         spec = torch.polar(mag, torch.rand(mag.shape, generator=gen, dtype=mag.dtype) * (2 * math.pi))
     else:
         ref = stft_frames(phase_of, n_fft, step, window)
         spec = ref * (mag / ref.abs().clamp_min(1e-12))
+    if hold is not None:
+        mask, held = hold[0][None, :, None], torch.polar(mag, hold[1].expand_as(mag))
+        spec = torch.where(mask, held, spec)
     prev = spec
     b, n, _ = mag.shape
-    total = (n - 1) * step + n_fft
-    env = F.fold(window.square().expand(1, n, n_fft).transpose(1, 2), (1, total), (1, n_fft),
-                 stride=(1, step))[:, 0].clamp_min(1e-3)
+    env = _fold(window.square().expand(1, n, n_fft), step).clamp_min(1e-3)
     start = n_fft // 2 - step // 2
 
     def synth(c):  # = _overlap_add(irfft(c) * window, window, step), the envelope computed once
         frames = torch.fft.irfft(c, n=n_fft) * window
-        out = F.fold(frames.transpose(1, 2), (1, total), (1, n_fft), stride=(1, step))[:, 0] / env
+        out = _fold(frames, step) / env
         return out[..., start : start + n * step]
 
     for _ in range(iters):
         proj = stft_frames(synth(spec)[:, 0], n_fft, step, window)
         proj = proj * (mag / proj.abs().clamp_min(1e-12))
+        if hold is not None:
+            proj = torch.where(mask, held, proj)
         spec = proj + 0.99 * (proj - prev)
         prev = proj
     return synth(prev)
@@ -231,6 +264,10 @@ class Decoder(nn.Module):
                                                   + torch.exp((noise @ self.envelope).clamp(max=10.0)))
         return (torch.log(mag + MAG_FLOOR), logits) if with_f0 else torch.log(mag + MAG_FLOOR)
 
+    def magnitudes(self, q):
+        """Magnitude head: q (B, latent, N) -> linear STFT magnitudes (B, N * head_frames, bins)."""
+        return (torch.exp(self.logmag(q).clamp(max=10.0)) - MAG_FLOOR).clamp_min(0)
+
     def f0_target(self, logmag: torch.Tensor, temperature: float = 0.3) -> torch.Tensor:
         """Training target of the fundamental logits: a softmax over the combs of their normalised correlation
         with the spectral peaks of ``logmag`` (log magnitudes above their 17-bin local mean)."""
@@ -242,9 +279,8 @@ class Decoder(nn.Module):
         phase the output takes as it is (the side channel of a stereo pair takes the mid's)."""
         cfg = self.cfg
         if cfg.head == "magnitude":
-            mag = (torch.exp(self.logmag(q).clamp(max=10.0)) - MAG_FLOOR).clamp_min(0)
-            return griffin_lim(mag, cfg.n_fft, cfg.step, self.window, cfg.gl_iters if phase_of is None else 0,
-                               phase_of)
+            return griffin_lim(self.magnitudes(q), cfg.n_fft, cfg.step, self.window,
+                               cfg.gl_iters if phase_of is None else 0, phase_of)
         h = self.blocks(self.inp(q))
         spec = self.head(self.norm(h.transpose(1, 2)))  # (B, N, head_frames * (n_fft + 2))
         spec = spec.reshape(spec.shape[0], -1, cfg.n_fft + 2)  # (B, N * head_frames, n_fft + 2)
@@ -258,9 +294,8 @@ class Decoder(nn.Module):
 def _overlap_add(frames: torch.Tensor, window: torch.Tensor, hop: int) -> torch.Tensor:
     """Frames centred at j*hop + hop/2 (the encoder's frame centres) -> (B, 1, N*hop), window-normalised."""
     b, n, size = frames.shape
-    total = (n - 1) * hop + size
-    out = F.fold(frames.transpose(1, 2), (1, total), (1, size), stride=(1, hop))[:, 0]  # (B, 1, total)
-    env = F.fold(window.square().expand(1, n, size).transpose(1, 2), (1, total), (1, size), stride=(1, hop))[:, 0]
+    out = _fold(frames, hop)  # (B, 1, (n - 1) * hop + size)
+    env = _fold(window.square().expand(1, n, size), hop)
     start = size // 2 - hop // 2  # frame j starts at j*hop + hop/2 - size/2
     out = out / env.clamp_min(1e-3)
     return out[..., start : start + n * hop]
