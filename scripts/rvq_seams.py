@@ -1,11 +1,12 @@
-"""How well adjacent rvq units agree where they are cross-faded (codec version 3 against version 2's phase).
+"""How well adjacent rvq units agree where they are cross-faded (codec version 3 against version 2).
 
     python scripts/rvq_seams.py AUDIO [AUDIO ...] [--seconds 61] [--kbps 6]
 
-The files are concatenated (mono, resampled to 16 kHz by the codec), coded once, and the same bytes decoded with
+The files (16 kHz) are concatenated as mono, coded once, and the same bytes decoded with
 the header's codec version set to 2 and to 3 (the payload is the same). Each unit is decoded alone; over the
 samples two neighbours share, prints the correlation of the two decodes (1: in phase, 0: unrelated), the energy of
-the raised-cosine cross-fade relative to the parts' energies faded alike (0 dB: no dip), PESQ-WB of the whole decode and its time.
+the raised-cosine cross-fade relative to the parts' energies faded alike (0 dB: no dip), PESQ-WB of the whole decode
+(version 3 also has the postfilter, which moves PESQ more than the seams do) and its time.
 """
 from __future__ import annotations
 

@@ -110,16 +110,19 @@ class RvqModel:
                       shared: tuple = ()) -> np.ndarray:
         """codes (groups, levels, frames) -> float32 samples at the internal rate. Magnitude head only:
         ``phase_of``: samples whose phase the output takes (the side channel takes the mid's); ``first``: the
-        absolute index of the first latent frame, for codec version 3's phase reconstruction (None: version 2's),
-        with ``shared`` the (start, stop) frame ranges (relative) that a neighbouring unit decodes too."""
+        absolute index of the first latent frame, for codec version 3 (None: version 2): postfilter
+        (``rvq_net.postfilter``) and phase reconstruction with ``shared``, the (start, stop) frame ranges
+        (relative) that a neighbouring unit decodes too."""
         q = self.net.quantizer.decode(torch.from_numpy(codes.astype(np.int64))[None])
         if not self.magnitude_head:
             return self.net.decoder(q)[0, 0].numpy()
+        dec = self.net.decoder
+        if first is None:  # codec version 2
+            return dec(q, None if phase_of is None else torch.from_numpy(phase_of)[None])[0, 0].numpy()
         if phase_of is not None:
-            return self.net.decoder(q, torch.from_numpy(phase_of)[None])[0, 0].numpy()
-        if first is None:
-            return self.net.decoder(q)[0, 0].numpy()
-        return self._phase_v3(codes, self.net.decoder.magnitudes(q), first, shared)
+            return griffin_lim(dec.magnitudes(q, post=True), self.cfg.n_fft, self.cfg.step, dec.window, 0,
+                               torch.from_numpy(phase_of)[None])[0, 0].numpy()
+        return self._phase_v3(codes, dec.magnitudes(q, post=True), first, shared)
 
     def _phase_v3(self, codes: np.ndarray, mag: torch.Tensor, first: int, shared: tuple) -> np.ndarray:
         """Codec version 3's Griffin-Lim: start phase by absolute frame; the ``shared`` frames hold a phase that
@@ -137,7 +140,7 @@ class RvqModel:
             left = max(0, SHARED_MIN - (b - a)) // 2
             right = max(0, SHARED_MIN - (b - a) - left)
             part = np.pad(codes[..., a:b], ((0, 0), (0, 0), (left, right)), mode="symmetric")
-            mags = dec.magnitudes(self.net.quantizer.decode(torch.from_numpy(part[None].astype(np.int64))))
+            mags = dec.magnitudes(self.net.quantizer.decode(torch.from_numpy(part[None].astype(np.int64))), post=True)
             y = gl(mags, start_phase((first + a - left) * per, mags.shape[1], bins), cfg.gl_iters // 2)[:, 0]
             phase = torch.angle(stft_frames(y, cfg.n_fft, cfg.step, dec.window))[0]
             mask[a * per : b * per] = True
@@ -153,7 +156,7 @@ class RvqModel:
             if c is None:
                 out.append(np.zeros(samples, np.float32))
             elif out and self.magnitude_head:
-                out.append(self.decode_frames(c, phase_of=out[0]))
+                out.append(self.decode_frames(c, phase_of=out[0], first=first))
             else:
                 out.append(self.decode_frames(c, first=first, shared=shared))
         return np.stack(out, 1)

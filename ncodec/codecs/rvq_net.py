@@ -230,6 +230,20 @@ def envelope_basis(cfg: RvqConfig) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.interp(freqs, points, row) for row in np.eye(cfg.env_bands)])).float()
 
 
+POST_BINS, POST_GAIN = 9, 1.3  # codec version 3's postfilter
+
+
+def postfilter(mag: torch.Tensor, logmag: torch.Tensor) -> torch.Tensor:
+    """Codec version 3: spectral contrast of decoded magnitudes (B, F, bins), as speech codecs' postfilters. The
+    log magnitudes' distance from their POST_BINS-bin local mean is scaled by POST_GAIN (the decoder, trained on an
+    L1 loss, comes out flatter than speech), then each bin's POST_BINS-bin local energy is restored, so band levels
+    stay. On LibriSpeech training files at 6 kbps: PESQ-WB +0.10, STOI +0.004, mel distance 2 % worse."""
+    pool = lambda v: F.avg_pool1d(v, POST_BINS, 1, POST_BINS // 2, count_include_pad=False)  # noqa: E731
+    env = pool(logmag)
+    sharp = (torch.exp((env + POST_GAIN * (logmag - env)).clamp(max=10.0)) - MAG_FLOOR).clamp_min(0)
+    return sharp * torch.sqrt(pool(mag.square()) / pool(sharp.square()).clamp_min(1e-12))
+
+
 class Decoder(nn.Module):
     def __init__(self, cfg: RvqConfig):
         super().__init__()
@@ -264,9 +278,12 @@ class Decoder(nn.Module):
                                                   + torch.exp((noise @ self.envelope).clamp(max=10.0)))
         return (torch.log(mag + MAG_FLOOR), logits) if with_f0 else torch.log(mag + MAG_FLOOR)
 
-    def magnitudes(self, q):
-        """Magnitude head: q (B, latent, N) -> linear STFT magnitudes (B, N * head_frames, bins)."""
-        return (torch.exp(self.logmag(q).clamp(max=10.0)) - MAG_FLOOR).clamp_min(0)
+    def magnitudes(self, q, post: bool = False):
+        """Magnitude head: q (B, latent, N) -> linear STFT magnitudes (B, N * head_frames, bins); ``post``: through
+        :func:`postfilter` (codec version 3)."""
+        logmag = self.logmag(q)
+        mag = (torch.exp(logmag.clamp(max=10.0)) - MAG_FLOOR).clamp_min(0)
+        return postfilter(mag, logmag) if post else mag
 
     def f0_target(self, logmag: torch.Tensor, temperature: float = 0.3) -> torch.Tensor:
         """Training target of the fundamental logits: a softmax over the combs of their normalised correlation
