@@ -15,11 +15,12 @@ with, channel by channel (mid, side), group by group, level by level, the codes 
 table of level k of group g is entry g * n_q + k of the model's integer code tables (frequencies counted on
 the training audio). Version 2 units start with one flag bit per (channel, group, level) row: set where the row is
 coded with a uniform table instead (cheaper there), so the codes never cost more than the nominal bitrate.
-Version 3 (same bytes as 2, a magnitude-head decoder reconstructs the phase differently): Griffin-Lim starts from a
-phase fixed by the absolute frame index (``rvq_net.start_phase``), and the frames a unit shares with a neighbour
-(the cross-fade) take the phase of a Griffin-Lim run on those frames' codes alone, held through the unit's own
-run. Both units compute that phase identically, so the cross-fade joins signals in phase (version 2: unrelated
-phases, a dip of ~2 dB and a colouring every 5 s) while every unit still decodes alone.
+Version 3 (same bytes as 2; a magnitude-head decoder only): the decoded magnitudes pass a spectral-contrast
+postfilter (``rvq_net.postfilter``); Griffin-Lim starts from a phase fixed by the absolute frame index
+(``rvq_net.start_phase``), and the frames a unit shares with a neighbour (the cross-fade) take the phase of a
+Griffin-Lim run on those frames' codes alone, held through the unit's own run. Both units compute that phase
+identically, so the cross-fade joins signals in phase (version 2: unrelated phases, a dip of 1-2 dB and a
+colouring every 5 s) while every unit still decodes alone.
 Codec params in HEAD: u16 S, u16 O, u8 mid levels, u8 side levels, u8 stereo.
 """
 from __future__ import annotations
@@ -236,7 +237,7 @@ class _Stream:
 
 @register_codec("rvq")
 class RvqCodec(Codec):
-    # 2: each unit starts with the uniform-table flags of its rows of codes; 3: cross-fades reconstructed in phase
+    # 2: each unit starts with the uniform-table flags of its rows of codes; 3: postfilter, cross-fades in phase
     version = 3
     media = ("audio",)
     default_kbps = 6.0
