@@ -40,7 +40,8 @@ from .base import Codec, Encoded, Rate, crossfade_segments
 from .rvq_net import RvqConfig, RvqNet, griffin_lim, start_phase, stft_frames
 
 SEGMENT = 250  # latent frames per unit (5 s at 50 Hz)
-OVERLAP = 3  # extra frames carried on each side of a boundary (cross-fade of 2 * OVERLAP frames)
+OVERLAP = 3  # extra frames carried on each side of a boundary (cross-fade of 2 * OVERLAP frames, fewer before
+# a last unit shorter than OVERLAP)
 SHARED_MIN = 16  # codec version 3: latent frames of the run that sets a cross-fade's phase (mirrored codes)
 CONTEXT = 12  # frames of audio the encoder sees beyond the carried ones (its receptive field)
 PARAMS = struct.Struct("<HHBBB")
@@ -394,7 +395,8 @@ class RvqCodec(Codec):
                         y = model.decode_channels(codes, (hi - lo) * hop, lo, tuple(shared))
                     else:
                         y = model.decode_channels(codes, (hi - lo) * hop)
-                yield lo * hop, y, (2 * ov * hop if hi > b else 0)
+                # shared with the next unit: [b - ov, hi), 2 * ov frames unless the next (last) unit is shorter than ov
+                yield lo * hop, y, ((ov + hi - b) * hop if hi > b else 0)
 
         yield from crossfade_segments(decoded())
 
