@@ -202,9 +202,12 @@ def _frame_range(text: str | None) -> tuple[int, int | None] | None:
 
     try:
         a, b = text.split(":")
-        return int(a or 0), (int(b) if b else None)
+        a, b = int(a or 0), (int(b) if b else None)
     except ValueError:
         raise ncodec.BadInput(f"--frames wants A:B (frame numbers), got {text!r}") from None
+    if a < 0 or (b is not None and b <= a):
+        raise ncodec.BadInput(f"--frames wants 0 <= A < B, got {text!r}")
+    return a, b
 
 
 def _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_budget, epochs, fps, plus,
@@ -301,6 +304,9 @@ def decode(ctx, input, output, force, lenient, item, start, end, frame_range, dr
             from ncodec.media import write_audio
 
             rate = header.rate_num
+            if int(round((start or 0) * rate)) >= header.shape[0]:
+                raise ncodec.BadInput(f"--start {start:g} s is at or past the end of the audio "
+                                      f"({header.shape[0] / rate:g} s)")
             part, _ = ncodec.audio.read(head, int(round((start or 0) * rate)),
                                         None if end is None else int(round(end * rate)), strict=not lenient)
             _atomic_write(output, lambda f: write_audio(f, part, rate, fmt))
@@ -319,6 +325,8 @@ def _decode_video(head: bytes, output: str, ext: str, frame_range, force: bool) 
 
     a, b = _frame_range(frame_range) or (0, None)
     video = ncodec.video.open(head)
+    if a >= len(video):
+        raise ncodec.BadInput(f"--frames {frame_range}: the video has {len(video)} frames (0..{len(video) - 1})")
     if ext in (".y4m", ".mp4"):  # frames are decoded group by group while writing
         _atomic_write(output, lambda f: write_video(f, video.iter_frames(a, b), video.fps, ext[1:],
                                                     video.shape[1:3]))

@@ -97,6 +97,9 @@ def test_cli_decodes_a_time_range(long_file, tmp_path):
     assert rate == 16000 and got.shape == ref.shape and np.abs(got - ref).max() < 1.5 / 32768
     res = CliRunner().invoke(main, ["decode", str(path), "-o", str(tmp_path / "x.wav"), "--start", "3", "--end", "2"])
     assert res.exit_code == 3 and not (tmp_path / "x.wav").exists()
+    # a start at or past the end is an error, not an empty file
+    res = CliRunner().invoke(main, ["decode", str(path), "-o", str(tmp_path / "x.wav"), "--start", "999"])
+    assert res.exit_code == 3 and "past the end" in res.output and not (tmp_path / "x.wav").exists()
 
 
 @pytest.mark.parametrize("codec", ["rvq", "walloc"])

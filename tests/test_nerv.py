@@ -164,6 +164,10 @@ def test_cli_folder_of_frames_to_y4m_and_pngs(tmp_path):
     r = subprocess.run(cli + ["decode", str(nc), "-o", str(tmp_path / "y.y4m"), "--frames", "x"],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "A:B" in r.stderr and not (tmp_path / "y.y4m").exists()
+    for bad in ("9:12", "4:2", "-1:3"):  # past the end, empty, negative: an error, not an empty video
+        r = subprocess.run(cli + ["decode", str(nc), "-o", str(tmp_path / "y.y4m"), "--frames", bad],
+                           capture_output=True, text=True)
+        assert r.returncode == 3 and "--frames" in r.stderr and not (tmp_path / "y.y4m").exists(), bad
 
 
 def test_decoding_different_videos_from_threads(nerv_blob):
