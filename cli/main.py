@@ -304,10 +304,11 @@ def decode(ctx, input, output, force, lenient, item, start, end, frame_range, dr
             from ncodec.media import write_audio
 
             rate = header.rate_num
-            if int(round((start or 0) * rate)) >= header.shape[0]:
+            first = int(round((start or 0) * rate))
+            if first >= header.shape[0]:
                 raise ncodec.BadInput(f"--start {start:g} s is at or past the end of the audio "
                                       f"({header.shape[0] / rate:g} s)")
-            part, _ = ncodec.audio.read(head, int(round((start or 0) * rate)),
+            part, _ = ncodec.audio.read(head, first,
                                         None if end is None else int(round(end * rate)), strict=not lenient)
             _atomic_write(output, lambda f: write_audio(f, part, rate, fmt))
             return
