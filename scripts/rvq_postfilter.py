@@ -42,13 +42,13 @@ def main():
     def decodes(x):
         x = x[: len(x) // cfg.hop * cfg.hop]
         q = model.net.quantizer.decode(torch.from_numpy(model.encode_frames(x, args.levels).astype(np.int64))[None])
-        out = {}
+        out, shipped = {}, (rvq_net.POST_BINS, rvq_net.POST_GAIN)
         with torch.no_grad():
             for s in settings:
-                if s:
-                    rvq_net.POST_BINS, rvq_net.POST_GAIN = s
+                rvq_net.POST_BINS, rvq_net.POST_GAIN = s or shipped
                 mag = dec.magnitudes(q, post=s is not None)
                 out[s] = rvq_net.griffin_lim(mag, cfg.n_fft, cfg.step, dec.window, cfg.gl_iters)[0, 0].numpy()
+        rvq_net.POST_BINS, rvq_net.POST_GAIN = shipped
         return x, out
 
     res = {}
