@@ -12,6 +12,7 @@ import hashlib
 import json
 import lzma
 import os
+import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -115,21 +116,38 @@ def read_weights(card: ModelCard) -> bytes:
     """The model's safetensors bytes (decompressed from a ``.xz`` file), checked against the card's SHA-256."""
     if not card.path.is_file():
         raise ModelMismatch(f"weights file {card.path} of model {card.id!r} is missing")
-    data = card.path.read_bytes()
-    if card.path.name.endswith(".xz"):
+    data = read_safetensors(card.path, f" of model {card.id!r}")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != card.sha256:
+        raise ModelMismatch(f"weights of model {card.id!r} have SHA-256 {digest[:16]}..., the card pins "
+                            f"{card.sha256[:16]}...; the file is damaged or not the published one")
+    return data
+
+
+def read_safetensors(path: Path, what: str = "") -> bytes:
+    """A safetensors file's bytes, expanded when it is stored xz-compressed (``.safetensors.xz``)."""
+    data = Path(path).read_bytes()
+    if Path(path).name.endswith(".xz"):
         dec = lzma.LZMADecompressor(lzma.FORMAT_XZ)
         try:
             data = dec.decompress(data, max_length=MAX_WEIGHTS)
         except lzma.LZMAError:
             data = None
         if data is None or not dec.eof:  # damaged, cut short, or expanding past MAX_WEIGHTS
-            raise ModelMismatch(f"weights file {card.path} of model {card.id!r} is not a whole xz stream; the file "
-                                f"is damaged or not the published one")
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != card.sha256:
-        raise ModelMismatch(f"weights of model {card.id!r} have SHA-256 {digest[:16]}..., the card pins "
-                            f"{card.sha256[:16]}...; the file is damaged or not the published one")
+            raise ModelMismatch(f"weights file {path}{what} is not a whole xz stream; the file is damaged or not "
+                                f"the published one")
     return data
+
+
+def safetensors_metadata(data: bytes) -> dict:
+    """The ``__metadata__`` strings of safetensors bytes (e.g. the ``config`` JSON our exports store)."""
+    try:
+        (n,) = struct.unpack_from("<Q", data, 0)
+        header = json.loads(data[8 : 8 + n])
+    except (struct.error, ValueError):
+        raise ModelMismatch("not a safetensors file") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def load_torch_state(path) -> dict:

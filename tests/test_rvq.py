@@ -229,6 +229,34 @@ def test_training_starts_from_a_shipped_model(tmp_path):
     assert all(torch.equal(got[k[4:]], v.float()) for k, v in shipped.items() if k.startswith("net."))
 
 
+def test_init_by_model_id_or_xz_file(tmp_path, monkeypatch):
+    """--init also takes an installed model's id (weights checked against its card) or an xz-compressed file,
+    as models/ stores them; a name that is neither is a clear error."""
+    import lzma
+
+    import torch
+
+    from ncodec.errors import BadInput, ModelMismatch
+    from ncodec.train import rvq
+
+    card = _tiny_model(tmp_path, "rvq-audio-init")
+    plain = (tmp_path / card["file"]).read_bytes()
+    (tmp_path / "copy.safetensors.xz").write_bytes(lzma.compress(plain, format=lzma.FORMAT_XZ))
+    monkeypatch.setenv("NCODEC_MODELS", str(tmp_path))
+    corpus = _speech_corpus(tmp_path)
+    by_id, _ = rvq.train(tmp_path / "run-id", 0, corpus, batch=2, crop=3200, log=lambda m: None,
+                         init="rvq-audio-init")
+    by_xz, _ = rvq.train(tmp_path / "run-xz", 0, corpus, batch=2, crop=3200, log=lambda m: None,
+                         init=str(tmp_path / "copy.safetensors.xz"))
+    a, b = by_id.state_dict(), by_xz.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(BadInput, match="no such file and no installed model"):
+        rvq.train(tmp_path / "run-none", 0, corpus, batch=2, crop=3200, log=lambda m: None, init="rvq-audio-nope")
+    (tmp_path / card["file"]).write_bytes(plain[:-1] + bytes([plain[-1] ^ 1]))
+    with pytest.raises(ModelMismatch, match="SHA-256"):
+        rvq.train(tmp_path / "run-bad", 0, corpus, batch=2, crop=3200, log=lambda m: None, init="rvq-audio-init")
+
+
 def test_init_with_a_new_decoder_head(tmp_path):
     """--init with --head-frames 2: everything but the decoder head comes from the model; the new head predicts
     two STFT frames (half the size, half the hop) per latent frame and the output keeps its length. Any other

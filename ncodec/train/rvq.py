@@ -148,12 +148,17 @@ def magnitude_loss(model: RvqNet, x: torch.Tensor, n_active: torch.Tensor):
     return F.l1_loss(pred, target), conv, f0, vq_loss
 
 
-def _safetensors_config(path: str) -> str:
-    """The JSON configuration stored in a model file's metadata by :func:`export`."""
-    from safetensors import safe_open
+def _init_file(init: str) -> bytes:
+    """The safetensors bytes ``--init`` names: an installed model's id (checked against its card) or a
+    ``.safetensors`` / ``.safetensors.xz`` file."""
+    from .. import zoo
+    from ..errors import BadInput
 
-    with safe_open(path, "pt") as f:
-        return (f.metadata() or {}).get("config", "{}")
+    if not Path(init).exists():
+        if init in zoo.cards():
+            return zoo.read_weights(zoo.cards()[init])
+        raise BadInput(f"--init {init}: no such file and no installed model of that id")
+    return zoo.read_safetensors(Path(init))
 
 
 def default_folders(data: str | None, extra: tuple[str, ...] = ()) -> list[Path]:
@@ -165,8 +170,8 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
           save_every: int = 250, threads: int | None = None, log=print, extra: tuple[str, ...] = (),
           config: dict | None = None, init: str | None = None, short: tuple[int, ...] = (),
           complex_weight: float = 0.0, reseed_every: int = 0):
-    """Train (or resume ``run``). ``init``: a shipped model's safetensors to start a new run from (its
-    networks; fresh optimiser), so training continues across machines where run folders are not kept.
+    """Train (or resume ``run``). ``init``: an installed model's id, or a model's .safetensors(.xz) file, to start
+    a new run from (its networks; fresh optimiser), so training continues across machines where run folders are not kept.
     ``short`` (e.g. ``SHORT_SIZES``) and ``complex_weight`` (> 0: the phase-aware term on ``COMPLEX_SIZES``)
     add the optional terms of :class:`SpectralLoss`; rvq-audio-v1 was trained without them. ``reseed_every``:
     every so many steps (in the first half of training) codes unused since the last time are re-seeded from
@@ -180,7 +185,10 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
     if state:
         cfg = RvqConfig(**state["config"])
     elif init:  # the configuration the model was exported with, ``config`` on top (e.g. a new decoder head)
-        cfg = RvqConfig(**{**json.loads(_safetensors_config(init)), **(config or {})})
+        from ..zoo import safetensors_metadata
+
+        init_data = _init_file(init)
+        cfg = RvqConfig(**{**json.loads(safetensors_metadata(init_data).get("config", "{}")), **(config or {})})
     else:
         cfg = RvqConfig(**(config or {}))
     model = RvqNet(cfg).to(device)
@@ -193,9 +201,9 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
         step = int(state["step"])
         log(f"resumed from {ckpt} at step {step}")
     elif init:
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
-        weights = {k[4:]: v.float() for k, v in load_file(init).items() if k.startswith("net.")}
+        weights = {k[4:]: v.float() for k, v in load(init_data).items() if k.startswith("net.")}
         own = model.state_dict()
         fresh = sorted(k for k, v in own.items() if k not in weights or weights[k].shape != v.shape)
         if any(not k.startswith("decoder.head.") for k in fresh):
