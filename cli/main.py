@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -180,7 +181,15 @@ def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range
             return blob
         data = sys.stdin.buffer.read() if src == "-" else src
         options = {k: v for k, v in (("model", model_id), ("redundancy", redundancy), ("beam", beam)) if v is not None}
-        blob = ncodec.encode(data, codec=codec, quality=quality, bpp=bpp, bitrate=bitrate, options=options or None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ncodec.ConversionWarning)
+            blob = ncodec.encode(data, codec=codec, quality=quality, bpp=bpp, bitrate=bitrate,
+                                 options=options or None)
+        for w in caught:
+            if issubclass(w.category, ncodec.ConversionWarning):
+                click.echo(f"note: {src}: {w.message}", err=True)
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         _atomic_write(output, lambda f: f.write(blob))
         return blob
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402  (stdlib only)
-    BadInput, CorruptFile, LimitExceeded, ModelMismatch, NcodecError, UnknownCodec, UnsupportedVersion,
+    BadInput, ConversionWarning, CorruptFile, LimitExceeded, ModelMismatch, NcodecError, UnknownCodec, UnsupportedVersion,
 )
 
 
@@ -35,4 +35,5 @@ def _register_pillow() -> None:
 _register_pillow()
 
 __all__ = ["encode", "decode", "info", "Info", "Decoded", "encode_items", "decode_items", "NcodecError", "CorruptFile", "UnsupportedVersion",
-           "LimitExceeded", "UnknownCodec", "ModelMismatch", "BadInput", "__version__"]
+           "LimitExceeded", "UnknownCodec", "ModelMismatch", "BadInput", "ConversionWarning",
+           "__version__"]

@@ -37,3 +37,7 @@ class BadInput(NcodecError, ValueError):
 
 class ModelExists(NcodecError, FileExistsError):
     """A model of that id is already in the target folder; exports never replace one unless told to."""
+
+
+class ConversionWarning(UserWarning):
+    """The input was converted to what the codec codes and something was lost (alpha, 16-bit precision)."""

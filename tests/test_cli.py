@@ -105,3 +105,26 @@ def test_help_is_fast_and_imports_no_torch():
     assert out.stdout.split() == ["False", "False"]
     r = _ncodec("--help")
     assert r.returncode == 0 and b"encode" in r.stdout
+
+
+def test_lossy_conversions_are_noted(runner, tmp_path):
+    """A 16-bit grey PNG is rounded to 8 bits (Pillow's own conversion clips it at 255: a white image) and
+    transparency is dropped, each with a one-line note; an 8-bit grey image converts with no note."""
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 128
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    Image.fromarray((ramp >> 8).astype(np.uint8)).save(tmp_path / "g8.png")
+    r = runner.invoke(main, ["encode", str(tmp_path / "g16.png"), "-o", str(tmp_path / "g16.nc"), "--quality", "100"])
+    assert r.exit_code == 0 and "note:" in r.output and "rounded to 8 bits" in r.output, r.output
+    runner.invoke(main, ["decode", str(tmp_path / "g16.nc"), "-o", str(tmp_path / "g16.back.png")])
+    back = np.asarray(Image.open(tmp_path / "g16.back.png").convert("L"), dtype=np.float64)
+    assert abs(back.mean() - ramp.mean() / 257) < 8  # a ramp, not the clipped white
+    r = runner.invoke(main, ["encode", str(tmp_path / "rgba.png"), "-o", str(tmp_path / "rgba.nc")])
+    assert r.exit_code == 0 and "transparency dropped" in r.output, r.output
+    r = runner.invoke(main, ["encode", str(tmp_path / "g8.png"), "-o", str(tmp_path / "g8.nc")])
+    assert r.exit_code == 0 and "note:" not in r.output, r.output

@@ -41,12 +41,31 @@ def read_image(src: str | Path | bytes, exact: bool = False) -> np.ndarray:
                 raise BadInput(f"image mode {im.mode} is not supported; convert to 8-bit RGB")
             if exact:
                 _check_exact(im)
-            return np.asarray(im.convert("RGB"))
+                return np.asarray(im.convert("RGB"))
+            return _to_rgb8(im)
     except BadInput:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         name = "input" if isinstance(src, bytes) else str(src)
         raise BadInput(f"cannot read image {name}: {exc}") from None
+
+
+def _to_rgb8(im) -> np.ndarray:
+    """8-bit RGB for a lossy codec, with a :class:`ConversionWarning` for what is lost: 16-bit grey is rounded
+    to 8 bits (Pillow's own conversion clips it at 255: a white image), an alpha channel is dropped."""
+    import warnings
+
+    from ..errors import ConversionWarning
+
+    if im.mode == "I;16":
+        grey = np.round(np.asarray(im, dtype=np.float64) / 257.0).astype(np.uint8)
+        warnings.warn(ConversionWarning("16-bit samples rounded to 8 bits (lossy codecs code 8-bit RGB)"),
+                      stacklevel=3)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        if (np.asarray(im.convert("RGBA"))[:, :, 3] != 255).any():
+            warnings.warn(ConversionWarning("transparency dropped (lossy codecs code RGB only)"), stacklevel=3)
+    return np.asarray(im.convert("RGB"))
 
 
 def _check_exact(im) -> None:
