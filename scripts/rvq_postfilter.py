@@ -1,10 +1,10 @@
 """How codec version 3's rvq postfilter was chosen: PESQ-WB, STOI and mel distance by contrast setting.
 
-    python scripts/rvq_postfilter.py [--levels 12]
+    python scripts/rvq_postfilter.py [--levels 12] [--model rvq-audio-v2]
 
 Training audio only (never the eval set): every 19th LibriSpeech file from the 4th (first 8 s) and the first six
 music files of ../shared/corpus/train/audio/music (first 10 s, resampled to 16 kHz), coded with ``--levels``
-codebooks of rvq-audio-v2 (no container) and decoded by Griffin-Lim (32 iterations) from the plain decoded
+codebooks of ``--model`` (no container) and decoded by Griffin-Lim (32 iterations) from the plain decoded
 magnitudes and from ``rvq_net.postfilter`` at several (bins, gain) settings. Shipped: 9 bins, gain 1.3.
 """
 from __future__ import annotations
@@ -30,12 +30,13 @@ def main():
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--levels", type=int, default=12)
+    ap.add_argument("--model", default="rvq-audio-v2", help="installed rvq model (the setting was chosen on v2)")
     args = ap.parse_args()
     root = Path(__file__).resolve().parents[2] / "shared/corpus/train/audio"
     speech = sorted(glob.glob(str(root / "speech/**/*.flac"), recursive=True))[3::19][:8]
     music = [m for m in sorted(glob.glob(str(root / "music/**/*.*"), recursive=True))
              if m.endswith((".flac", ".wav"))][:6]
-    model = RvqModel.from_card(zoo.find("rvq", "audio", "rvq-audio-v2"))
+    model = RvqModel.from_card(zoo.find("rvq", "audio", args.model))
     cfg, dec = model.cfg, model.net.decoder
     settings = [None, (17, 1.15), (17, 1.3), (17, 1.5), (9, 1.3)]
 
@@ -67,7 +68,7 @@ def main():
         x, out = decodes(x)
         for s, y in out.items():
             res[s]["music mel"].append(mel_distance(x[:, None], y[:, None], 16000))
-    print(f"{len(speech)} speech + {len(music)} music files, {args.levels} codebooks; means")
+    print(f"{args.model}: {len(speech)} speech + {len(music)} music files, {args.levels} codebooks; means")
     print("postfilter (bins, gain) | speech PESQ-WB | STOI | mel distance | music mel distance")
     for s, r in res.items():
         print(f"{str(s or 'none'):23s} | {np.mean(r['pesq']):.3f} | {np.mean(r['stoi']):.3f} | "
