@@ -11,7 +11,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402  (stdlib only)
-    BadInput, ConversionWarning, CorruptFile, LimitExceeded, ModelMismatch, NcodecError, UnknownCodec, UnsupportedVersion,
+    BadInput, ConversionWarning, CorruptFile, LimitExceeded, ModelMismatch, NcodecError, UnknownCodec,
+    UnsupportedVersion,
 )
 
 

@@ -171,7 +171,8 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
           config: dict | None = None, init: str | None = None, short: tuple[int, ...] = (),
           complex_weight: float = 0.0, reseed_every: int = 0):
     """Train (or resume ``run``). ``init``: an installed model's id, or a model's .safetensors(.xz) file, to start
-    a new run from (its networks; fresh optimiser), so training continues across machines where run folders are not kept.
+    a new run from (its networks; fresh optimiser), so training continues across machines where run folders are
+    not kept.
     ``short`` (e.g. ``SHORT_SIZES``) and ``complex_weight`` (> 0: the phase-aware term on ``COMPLEX_SIZES``)
     add the optional terms of :class:`SpectralLoss`; rvq-audio-v1 was trained without them. ``reseed_every``:
     every so many steps (in the first half of training) codes unused since the last time are re-seeded from
