@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -171,8 +172,9 @@ def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range
         if beam is not None and (len(inputs) > 1 or (src != "-" and (Path(src).is_dir() or _is_video_name(src)))):
             raise ncodec.BadInput("--beam applies to single images (mcquic)")
         if src != "-" and (Path(src).is_dir() or _is_video_name(src)):
-            return _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_budget, epochs, fps,
-                                 plus)
+            with _notes(src):
+                return _encode_video(output, src, codec, quality, bpp, bitrate, frame_range, time_budget, epochs,
+                                     fps, plus)
         if frame_range or time_budget is not None or epochs is not None or plus:
             raise ncodec.BadInput("--frames, --time-budget, --epochs and --plus apply to video inputs")
         if len(inputs) > 1:
@@ -181,15 +183,9 @@ def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range
             return blob
         data = sys.stdin.buffer.read() if src == "-" else src
         options = {k: v for k, v in (("model", model_id), ("redundancy", redundancy), ("beam", beam)) if v is not None}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ncodec.ConversionWarning)
+        with _notes(src):
             blob = ncodec.encode(data, codec=codec, quality=quality, bpp=bpp, bitrate=bitrate,
                                  options=options or None)
-        for w in caught:
-            if issubclass(w.category, ncodec.ConversionWarning):
-                click.echo(f"note: {src}: {w.message}", err=True)
-            else:
-                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         _atomic_write(output, lambda f: f.write(blob))
         return blob
 
@@ -202,6 +198,26 @@ def encode(ctx, inputs, output, codec, quality, bpp, bitrate, force, frame_range
         items = f", {inf.items} items" if inf.items > 1 else ""
         click.echo(f"{output}: {len(blob)} bytes{items}, {rate}, {inf.codec} {inf.rate_kind} {inf.rate_value:.2f}",
                    err=True)
+
+
+@contextlib.contextmanager
+def _notes(src: str):
+    """Print each distinct ``ncodec.ConversionWarning`` raised inside as one ``note:`` line (other warnings
+    pass through as usual)."""
+    from ncodec.errors import ConversionWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConversionWarning)
+        try:
+            yield
+        finally:
+            seen = set()
+            for w in caught:
+                if not issubclass(w.category, ConversionWarning):
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+                elif str(w.message) not in seen:
+                    seen.add(str(w.message))
+                    click.echo(f"note: {src}: {w.message}", err=True)
 
 
 def _frame_range(text: str | None) -> tuple[int, int | None] | None:

@@ -128,3 +128,9 @@ def test_lossy_conversions_are_noted(runner, tmp_path):
     assert r.exit_code == 0 and "transparency dropped" in r.output, r.output
     r = runner.invoke(main, ["encode", str(tmp_path / "g8.png"), "-o", str(tmp_path / "g8.nc")])
     assert r.exit_code == 0 and "note:" not in r.output, r.output
+    frames = tmp_path / "frames16"  # video from a folder of 16-bit frames: one note, not one per frame
+    frames.mkdir()
+    for i in range(3):
+        Image.fromarray(ramp[:32, :48]).save(frames / f"{i:03d}.png")
+    r = runner.invoke(main, ["encode", str(frames), "-o", str(tmp_path / "v.nc"), "--codec", "nerv", "--epochs", "1"])
+    assert r.exit_code == 0 and r.output.count("rounded to 8 bits") == 1, r.output
