@@ -42,7 +42,7 @@ def read_image(src: str | Path | bytes, exact: bool = False) -> np.ndarray:
             if exact:
                 _check_exact(im)
                 return np.asarray(im.convert("RGB"))
-            return _to_rgb8(im)
+            return to_rgb8(im)
     except BadInput:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -50,7 +50,7 @@ def read_image(src: str | Path | bytes, exact: bool = False) -> np.ndarray:
         raise BadInput(f"cannot read image {name}: {exc}") from None
 
 
-def _to_rgb8(im) -> np.ndarray:
+def to_rgb8(im) -> np.ndarray:
     """8-bit RGB for a lossy codec, with a :class:`ConversionWarning` for what is lost: 16-bit grey is rounded
     to 8 bits (Pillow's own conversion clips it at 255: a white image), an alpha channel is dropped."""
     import warnings
@@ -62,20 +62,24 @@ def _to_rgb8(im) -> np.ndarray:
         warnings.warn(ConversionWarning("16-bit samples rounded to 8 bits (lossy codecs code 8-bit RGB)"),
                       stacklevel=3)
         return np.repeat(grey[:, :, None], 3, axis=2)
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        if (np.asarray(im.convert("RGBA"))[:, :, 3] != 255).any():
-            warnings.warn(ConversionWarning("transparency dropped (lossy codecs code RGB only)"), stacklevel=3)
+    if _has_transparency(im):
+        warnings.warn(ConversionWarning("transparency dropped (lossy codecs code RGB only)"), stacklevel=3)
     return np.asarray(im.convert("RGB"))
+
+
+def _has_transparency(im) -> bool:
+    """Whether any pixel of a Pillow image is not fully opaque."""
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        return bool((np.asarray(im.convert("RGBA"))[:, :, 3] != 255).any())
+    return False
 
 
 def _check_exact(im) -> None:
     if im.mode in ("I;16", "CMYK", "YCbCr"):
         raise BadInput(f"a lossless codec stores 8-bit RGB or grey; this image is {im.mode} (convert it first)")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        alpha = np.asarray(im.convert("RGBA"))[:, :, 3]
-        if (alpha != 255).any():
-            raise BadInput("a lossless codec stores 8-bit RGB or grey; this image has transparency, which would be "
-                           "lost (flatten it first)")
+    if _has_transparency(im):
+        raise BadInput("a lossless codec stores 8-bit RGB or grey; this image has transparency, which would be "
+                       "lost (flatten it first)")
 
 
 def write_image(dest: str | Path, arr: np.ndarray, fmt: str | None = None) -> None:

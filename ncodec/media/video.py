@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
-from .io import _to_rgb8
+from .io import to_rgb8
 
 VIDEO_EXT = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".y4m", ".264", ".h264", ".265", ".hevc", ".ivf", ".m4v"}
 FRAME_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp"}
@@ -59,7 +59,7 @@ class FolderVideo:
             out = []
             for p in self.files[a : a + size]:
                 with Image.open(p) as im:
-                    arr = _to_rgb8(im)
+                    arr = to_rgb8(im)
                 if arr.shape[:2] != (self.height, self.width):
                     raise BadInput(f"frame {p.name} is {arr.shape[1]}x{arr.shape[0]}, the first is "
                                    f"{self.width}x{self.height}")
