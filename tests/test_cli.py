@@ -134,3 +134,19 @@ def test_lossy_conversions_are_noted(runner, tmp_path):
         Image.fromarray(ramp[:32, :48]).save(frames / f"{i:03d}.png")
     r = runner.invoke(main, ["encode", str(frames), "-o", str(tmp_path / "v.nc"), "--codec", "nerv", "--epochs", "1"])
     assert r.exit_code == 0 and r.output.count("rounded to 8 bits") == 1, r.output
+
+
+def test_audio_beyond_full_scale_is_noted_once(runner, tmp_path):
+    """A float WAV may hold samples beyond [-1, 1]: they are coded, and the note says a decoded audio file clips
+    them (once, though every segment of a long file is read separately); audio inside full scale gets no note."""
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(16000 * 12) / 16000
+    loud = (1.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    sf.write(tmp_path / "loud.wav", loud, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "fine.wav", loud / 2, 16000, subtype="FLOAT")
+    r = runner.invoke(main, ["encode", str(tmp_path / "loud.wav"), "-o", str(tmp_path / "loud.nc")])
+    assert r.exit_code == 0 and r.output.count("beyond full scale") == 1, r.output
+    r = runner.invoke(main, ["encode", str(tmp_path / "fine.wav"), "-o", str(tmp_path / "fine.nc")])
+    assert r.exit_code == 0 and "note:" not in r.output, r.output

@@ -1,9 +1,22 @@
 """Audio sources read piece by piece, so long files never sit in memory whole."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from ..errors import BadInput
+from ..errors import BadInput, ConversionWarning
+
+LOUD = "samples beyond full scale (|x| > 1) are clipped when decoded to an audio file"
+
+
+def _check_scale(data: np.ndarray) -> bool:
+    """Warn (once per source: returns True when it did) of float samples outside [-1, 1]: the codecs code them,
+    but a decoded WAV / FLAC / Ogg file holds [-1, 1] only."""
+    if data.size and float(np.abs(data).max()) > 1.0:
+        warnings.warn(ConversionWarning(LOUD), stacklevel=3)
+        return True
+    return False
 
 
 class ArraySource:
@@ -17,6 +30,7 @@ class ArraySource:
             raise BadInput("the audio has NaN or infinite samples")
         self.data = data.reshape(len(data), -1)
         self.frames, self.channels, self.rate = len(self.data), self.data.shape[1], int(rate)
+        _check_scale(self.data)
 
     def read(self, start: int, n: int) -> np.ndarray:
         return self.data[start : start + n]
@@ -35,12 +49,14 @@ class FileSource:
         self.frames, self.channels, self.rate = self.f.frames, self.f.channels, self.f.samplerate
         if self.frames <= 0:
             raise BadInput(f"audio file {path} has no samples")
+        self.loud = False  # warned of samples beyond full scale
 
     def read(self, start: int, n: int) -> np.ndarray:
         self.f.seek(start)
         out = self.f.read(n, dtype="float32", always_2d=True)
         if not np.isfinite(out).all():  # a float WAV can hold them
             raise BadInput(f"audio file {self.f.name} has NaN or infinite samples (from frame {start})")
+        self.loud = self.loud or _check_scale(out)
         return out
 
     def close(self):
