@@ -5,6 +5,9 @@ A card is JSON with at least ``id``, ``codec``, ``media``, ``file`` and ``sha256
 SHA-256 pins the safetensors bytes inside, so files that name the model decode the same either way. Models are
 looked up in $NCODEC_MODELS (if set) and then in the models/ folder of this project; when a file names no model,
 the encoder uses the highest id of the first folder that has a model for the codec and media.
+
+A card with ``base_model`` {id, sha256, replaced} stores only what differs from an installed base model, which it
+pins by its identity (:attr:`ModelCard.identity`); the loader merges the two.
 """
 from __future__ import annotations
 
@@ -39,8 +42,15 @@ class ModelCard:
     rank: int = field(default=0, hash=False, compare=False)  # position of its folder in model_dirs()
 
     @property
+    def identity(self) -> str:
+        """The SHA-256 that names the model: of its whole safetensors as first published. That is the pinned
+        file's own unless the card says ``published_sha256`` (a model re-stored as a delta on its base,
+        ``scripts/delta_model.py``): .nc files name a model by its first 8 bytes and cards pin their base by it."""
+        return str(self.card.get("published_sha256", self.sha256)).lower()
+
+    @property
     def hash8(self) -> bytes:
-        return bytes.fromhex(self.sha256)[:8]
+        return bytes.fromhex(self.identity)[:8]
 
 
 def cards() -> dict[str, ModelCard]:
@@ -102,9 +112,9 @@ def _with_base(card: ModelCard, own: dict, load) -> dict:
     if not base:
         return own
     parent = find(card.codec, card.media, base["id"])
-    if parent.sha256 != base["sha256"].lower():
+    if parent.identity != base["sha256"].lower():
         raise ModelMismatch(f"model {card.id!r} builds on {base['id']} with SHA-256 {base['sha256'][:16]}..., but "
-                            f"the installed {base['id']} is {parent.sha256[:16]}...; install the published one")
+                            f"the installed {base['id']} is {parent.identity[:16]}...; install the published one")
     drop = tuple(base.get("replaced", ()))
     return {**{k: v for k, v in load(parent).items() if not (drop and k.startswith(drop))}, **own}
 

@@ -404,7 +404,7 @@ def test_a_model_stored_as_a_delta_on_its_pinned_base(tmp_path, monkeypatch):
 
     v3, v4 = zoo.find("walloc", "image", "walloc-image-v3"), zoo.find("walloc", "image", "walloc-image-v4")
     base = v4.card["base_model"]
-    assert base["id"] == v3.id and base["sha256"] == v3.sha256
+    assert base["id"] == v3.id and base["sha256"] == v3.identity
     from safetensors.numpy import load
 
     own = set(load(zoo.read_weights(v4)))  # the file's own tensors (stored xz-compressed)
@@ -417,3 +417,21 @@ def test_a_model_stored_as_a_delta_on_its_pinned_base(tmp_path, monkeypatch):
     monkeypatch.setenv("NCODEC_MODELS", str(tmp_path))
     with pytest.raises(ModelMismatch, match="builds on walloc-image-v3"):
         zoo.load_tensors(zoo.find("walloc", "image", "walloc-image-badbase"))
+
+
+def test_v3_stored_as_a_delta_keeps_its_identity():
+    """walloc-image-v3 is walloc-image-v2's networks bit for bit plus a context model, so it is stored as that
+    context model on v2 (scripts/delta_model.py): 10 tensors instead of 51. Its identity, the SHA-256 of the whole
+    file first published, still names it in .nc headers and in v4's base pin (v3's conformance vectors, written
+    before, decode identically: test_conformance)."""
+    from safetensors.numpy import load
+
+    from ncodec import zoo
+
+    v2, v3 = zoo.find("walloc", "image", "walloc-image-v2"), zoo.find("walloc", "image", "walloc-image-v3")
+    assert v3.card["base_model"] == {"id": v2.id, "sha256": v2.identity, "replaced": []}
+    assert v3.identity == v3.card["published_sha256"] != v3.sha256 and v3.hash8 == bytes.fromhex(v3.identity)[:8]
+    own, merged, base = load(zoo.read_weights(v3)), zoo.load_tensors_numpy(v3), zoo.load_tensors_numpy(v2)
+    assert sorted(own) == sorted(k for k in merged if k.startswith(("cm.", "cmz.")))
+    assert merged.keys() == base.keys() | own.keys()
+    assert all(np.array_equal(merged[k], base[k]) for k in base)

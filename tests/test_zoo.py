@@ -101,3 +101,34 @@ def test_train_export_refuses_a_shipped_id_before_training(tmp_path, recipe, mod
                         "--data", str(tmp_path / "none"), "--export", str(models)], capture_output=True, text=True)
     assert r.returncode == 6 and model_id in r.stderr and "--force" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_delta_model_stores_the_difference_and_keeps_the_identity(tmp_path, monkeypatch):
+    """scripts/delta_model.py: the model's file keeps only its new and changed tensors, names the base tensors it
+    lacks as replaced, loads to the very same tensors, and keeps its identity (hash8) for files naming it."""
+    spec = importlib.util.spec_from_file_location("delta_model", ROOT / "scripts" / "delta_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    base = {"net.a": rng.standard_normal((64, 64)).astype(np.float16), "net.b": np.arange(9, dtype=np.int32),
+            "net.gone": np.ones(3, np.float32)}
+    model = {"net.a": base["net.a"], "net.b": base["net.b"] + 1, "cm.t": np.arange(5, dtype=np.int32)}
+    zoo.write_model(tmp_path, "m-base", "walloc", "image", base, None, {})
+    zoo.write_model(tmp_path, "m-new", "walloc", "image", model, {"k": 1}, {})
+    monkeypatch.setenv("NCODEC_MODELS", str(tmp_path))
+    monkeypatch.setattr(mod, "MODELS", tmp_path)
+    before = zoo.find("walloc", "image", "m-new")
+    mod.delta("m-new", "m-base")
+    after = zoo.find("walloc", "image", "m-new")
+    assert after.hash8 == before.hash8 and after.sha256 != before.sha256
+    assert after.card["base_model"] == {"id": "m-base", "sha256": zoo.find("walloc", "image", "m-base").identity,
+                                        "replaced": ["net.gone"]}
+    assert not (tmp_path / "m-new.safetensors").exists() and after.path.name == "m-new.safetensors.xz"
+    from safetensors.numpy import load
+
+    assert sorted(load(zoo.read_weights(after))) == ["cm.t", "net.b"]
+    assert zoo.safetensors_metadata(zoo.read_weights(after))["config"] == '{"k": 1}'
+    got = zoo.load_tensors_numpy(after)
+    assert got.keys() == model.keys() and all(np.array_equal(got[k], model[k]) for k in model)
+    with pytest.raises(SystemExit, match="already stored on a base"):
+        mod.delta("m-new", "m-base")

@@ -44,7 +44,7 @@ def _model_tags(codecs: list[str], media: str) -> dict[str, str]:
         if c in CODEC_MODULES:
             cls = get_codec_class(c)
             try:
-                tags[c] = f"{zoo.find(c, media).sha256[:16]}-v{cls.version}"
+                tags[c] = f"{zoo.find(c, media).identity[:16]}-v{cls.version}"
             except ModelMismatch:  # codecs without weights (implicit video): their version
                 tags[c] = f"{c}-v{cls.version}"
             if cls.encoder_settings():

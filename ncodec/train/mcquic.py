@@ -410,7 +410,7 @@ def export_decoder(run: Path, out: Path, model_id: str, extra_card: dict | None 
     recipe = (f"ncodec train mcquic-decoder --base {card.id} --res-blocks {cfg.n_res} --steps {state['step']} "
               f"--batch {state['batch']} --crop {state['crop']} --lr {state['lr']} --export models/")
     result.update({"recipe": recipe,
-                   "base_model": {"id": card.id, "sha256": card.sha256,
+                   "base_model": {"id": card.id, "sha256": card.identity,
                                   "replaced": [f"net.{p}" for p in DECODER_PARAMS]},
                    "decoder_finetune": {"base": card.id, "steps": int(state["step"]), "lr": state["lr"],
                                         "batch": state["batch"], "crop": state["crop"],

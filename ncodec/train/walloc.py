@@ -521,7 +521,7 @@ def export_decoder(run: Path, out: Path, model_id: str, extra_card: dict | None 
               f"--batch {state['batch']} --crop {state['crop']} --lr {state['lr']} --export models/")
     result.update({"recipe": recipe, "history": f"{card.card.get('history', '')} {model_id}: {card.id} with its "
                    f"synthesis fine-tuned ({old} -> {cfg.n_res} residual blocks); same symbols and bytes.".strip(),
-                   "base_model": {"id": card.id, "sha256": card.sha256,
+                   "base_model": {"id": card.id, "sha256": card.identity,
                                   "replaced": [f"net.{p}" for p in DECODER_PARAMS]},
                    "decoder_finetune": {"base": card.id, "steps": int(state["step"]), "lr": state["lr"],
                                         "batch": state["batch"], "crop": state["crop"],
