@@ -40,29 +40,30 @@ if args.step_time:  # one fitting step (forward, backward, Adam) as _Fitter.fit 
         fitter = nerv._Fitter(nerv._quality_config(q, 240, 416, False, 50, 1), "cpu")
         opt = torch.optim.Adam(fitter.net.parameters(), 1e-3)
         x, t = torch.rand(4, 3, 240, 416), torch.rand(4)
-        for i in range(25):
-            if i == 5:  # after torch's set-up
-                t0 = time.time()
+
+        def step():
             with fitter._autocast():
                 y = fitter.net(t)
             loss = F.mse_loss(y.float(), x)
             opt.zero_grad()
             loss.backward()
             opt.step()
+
+        for _ in range(5):  # torch's set-up
+            step()
+        t0 = time.time()
+        for _ in range(20):
+            step()
+        ms = round((time.time() - t0) / 20 * 1000, 1)
         if args.profile:
             from torch.profiler import profile
 
             with profile() as prof:
                 for _ in range(10):
-                    with fitter._autocast():
-                        y = fitter.net(t)
-                    loss = F.mse_loss(y.float(), x)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
+                    step()
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
         print(json.dumps({"tag": args.tag, "q": q, "params": sum(p.numel() for p in fitter.net.parameters()),
-                          "ms_per_step": round((time.time() - t0) / 20 * 1000, 1), "bf16": fitter.bf16,
+                          "ms_per_step": ms, "bf16": fitter.bf16,
                           "env": {k: v for k, v in os.environ.items() if k.startswith("NX_")}}))
     raise SystemExit
 
