@@ -115,8 +115,13 @@ def _with_base(card: ModelCard, own: dict, load) -> dict:
     if parent.identity != base["sha256"].lower():
         raise ModelMismatch(f"model {card.id!r} builds on {base['id']} with SHA-256 {base['sha256'][:16]}..., but "
                             f"the installed {base['id']} is {parent.identity[:16]}...; install the published one")
-    drop = tuple(base.get("replaced", ()))
-    return {**{k: v for k, v in load(parent).items() if not (drop and k.startswith(drop))}, **own}
+    return merge(load(parent), own, base.get("replaced", ()))
+
+
+def merge(base: dict, own: dict, replaced=()) -> dict:
+    """A delta model's tensors: the base's, less those under the ``replaced`` prefixes, plus its own."""
+    drop = tuple(replaced)
+    return {**{k: v for k, v in base.items() if not (drop and k.startswith(drop))}, **own}
 
 
 MAX_WEIGHTS = 1 << 30  # bytes a compressed weights file may expand to (ours are < 20 MB)

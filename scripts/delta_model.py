@@ -44,7 +44,7 @@ def delta(model_id: str, base_id: str) -> None:
 
     own = {k: v for k, v in mine.items() if k not in theirs or not same(v, theirs[k])}
     replaced = sorted(k for k in theirs if k not in mine)
-    merged = {**{k: v for k, v in theirs.items() if not (replaced and k.startswith(tuple(replaced)))}, **own}
+    merged = zoo.merge(theirs, own, replaced)
     if merged.keys() != mine.keys() or not all(same(merged[k], mine[k]) for k in mine):
         sys.exit(f"{model_id} on {base_id}: the merge would not give the model's tensors; not touching it")
     data = save(own, metadata=zoo.safetensors_metadata(whole) or None)
