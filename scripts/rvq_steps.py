@@ -34,8 +34,16 @@ def load(arg: str):
     return RvqModel(tensors, cfg), f"{arg} (step {state['step']})"
 
 
-def main():
+def training_speech() -> list[np.ndarray]:
+    """The 8 training clips (16 kHz float32): every 19th LibriSpeech file from the 4th, first 8 s."""
     import soundfile as sf
+
+    root = Path(__file__).resolve().parents[2] / "shared/corpus/train/audio"
+    speech = sorted(glob.glob(str(root / "speech/**/*.flac"), recursive=True))[3::19][:8]
+    return [sf.read(p, dtype="float32")[0][: 8 * 16000] for p in speech]
+
+
+def main():
     import torch
     from pesq import pesq
     from pystoi import stoi
@@ -47,9 +55,7 @@ def main():
     ap.add_argument("--levels", default="6,12")
     ap.add_argument("--out", default=None, help="append one JSON line per model and level count")
     args = ap.parse_args()
-    root = Path(__file__).resolve().parents[2] / "shared/corpus/train/audio"
-    speech = sorted(glob.glob(str(root / "speech/**/*.flac"), recursive=True))[3::19][:8]
-    clips = [sf.read(p, dtype="float32")[0][: 8 * 16000] for p in speech]
+    clips = training_speech()
     for arg in args.models:
         model, name = load(arg)
         cfg, dec = model.cfg, model.net.decoder

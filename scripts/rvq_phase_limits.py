@@ -1,0 +1,164 @@
+"""What limits the rvq codec's speech quality: the coded magnitudes or the phase rebuilt from them.
+
+    python scripts/rvq_phase_limits.py [--model rvq-audio-v4] [--levels 12,24] [--out FILE]
+
+On the 8 training clips of scripts/rvq_steps.py (never the eval set), PESQ-WB of signals built from magnitudes and
+phases of different origins: the model's decoded magnitudes (postfilter on, as codec version 3 decodes) or the
+input's own STFT magnitudes (optionally blurred over 3 frames in time), with a phase from
+
+- Griffin-Lim from the frame-indexed start phase (what the codec does; 32 iterations) or with more iterations,
+- the input's own STFT phase (an oracle: what a decoder that knew the phase would reach),
+- phase gradient heap integration (PGHI, Prusa, Balazs & Sondergaard 2017) of the magnitudes' log-derivatives
+  under the Gaussian approximation of the Hann window, optionally followed by Griffin-Lim,
+- PGHI of the input's true phase derivatives (an oracle for a decoder that predicted them exactly).
+
+One line per row and level count; ``--out`` also writes them to a file.
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rvq_steps import training_speech  # noqa: E402
+
+HANN_GAMMA = 0.25645  # lambda = HANN_GAMMA * L^2: the Gaussian closest to a Hann window of length L (LTFAT's value)
+
+
+@njit(cache=True)
+def _heap_integrate(s, dt, df, floor, start, exact):
+    """Phase of the (F, K) grid from its advances dt[j, k] towards frame j + 1 and df[j, k] towards bin k + 1
+    (``exact``: measured between the two entries; else local rates, joined by the trapezoid rule), spreading from the largest log magnitude ``s`` to its neighbours in order of size;
+    entries below ``floor`` (and so never reached) keep ``start``."""
+    n_f, n_k = s.shape
+    phase = start.copy()
+    done = s < floor
+    order = np.argsort(-s.ravel(), kind="mergesort")
+    heap = [(0.0, np.int64(0))]
+    heap.pop()
+    for seed in order:
+        j0, k0 = seed // n_k, seed % n_k
+        if done[j0, k0]:
+            continue
+        done[j0, k0] = True
+        heapq.heappush(heap, (-s[j0, k0], np.int64(seed)))
+        while len(heap) > 0:
+            _, idx = heapq.heappop(heap)
+            j, k = idx // n_k, idx % n_k
+            for dj, dk in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                jj, kk = j + dj, k + dk
+                if jj < 0 or jj >= n_f or kk < 0 or kk >= n_k or done[jj, kk]:
+                    continue
+                if exact:  # the advance between the two entries itself, stored at the lower one
+                    adv = dt[min(j, jj), k] if dj else df[j, min(k, kk)]
+                else:  # trapezoid rule between the two entries' local rates
+                    adv = 0.5 * (dt[j, k] + dt[jj, kk]) if dj else 0.5 * (df[j, k] + df[jj, kk])
+                phase[jj, kk] = phase[j, k] + (dj + dk) * adv
+                done[jj, kk] = True
+                heapq.heappush(heap, (-s[jj, kk], np.int64(jj * n_k + kk)))
+    return phase
+
+
+def pghi(mag: np.ndarray, step: int, n_fft: int, start: np.ndarray, tol: float = 1e-5) -> np.ndarray:
+    """Phase (F, K) for STFT magnitudes (F, K) of :func:`rvq_net.stft_frames` (frames ``step`` apart, phase
+    relative to each frame's first sample, Hann window of ``n_fft``): for a Gaussian window of lambda samples^2,
+    a component's frequency offset from bin k is d log|X| / d f / (2 pi lambda) and its time offset from the
+    frame centre lambda d log|X| / d t / (2 pi), so the phase advances by 2 pi step (k / n_fft + offset) to the
+    next frame and by -2 pi (time offset) / n_fft - pi to the next bin."""
+    s = np.log(np.asarray(mag, np.float64) + 1e-12)
+    lam = HANN_GAMMA * n_fft * n_fft
+    ds_k = np.zeros_like(s)
+    ds_k[:, 1:-1] = (s[:, 2:] - s[:, :-2]) / 2
+    ds_j = np.zeros_like(s)
+    ds_j[1:-1] = (s[2:] - s[:-2]) / 2
+    k = np.arange(s.shape[1])[None]
+    dt = 2 * np.pi * step * k / n_fft + step * n_fft * ds_k / (2 * lam)
+    df = -lam * ds_j / (step * n_fft) - np.pi
+    return _heap_integrate(s, dt, df, math.log(tol) + s.max(), np.asarray(start, np.float64), False)
+
+
+def true_advances(spec: np.ndarray, step: int, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """The phase advances of a complex STFT (F, K) to the next frame and the next bin (last row / column 0),
+    unwrapped around the advances of a steady component at the bin's centre frequency."""
+    k = np.arange(spec.shape[1])[None]
+    dt = np.zeros(spec.shape)
+    dt[:-1] = np.angle(spec[1:] * np.conj(spec[:-1]) * np.exp(-2j * np.pi * step * k / n_fft))
+    dt += 2 * np.pi * step * k / n_fft
+    df = np.zeros(spec.shape)
+    df[:, :-1] = np.angle(-spec[:, 1:] * np.conj(spec[:, :-1])) - np.pi
+    return dt, df
+
+
+def main():
+    import torch
+    from pesq import pesq
+
+    from ncodec import zoo
+    from ncodec.codecs import rvq_net
+    from ncodec.codecs.rvq import RvqModel
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="rvq-audio-v4")
+    ap.add_argument("--levels", default="12,24")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.set_grad_enabled(False)
+    model = RvqModel.from_card(zoo.find("rvq", "audio", args.model))
+    cfg, dec = model.cfg, model.net.decoder
+    clips = training_speech()
+    lines = [f"command: python scripts/rvq_phase_limits.py --model {args.model} --levels {args.levels}",
+             f"{len(clips)} training speech clips (8 s), PESQ-WB means"]
+
+    def gl(mag, iters, **kw):
+        return rvq_net.griffin_lim(mag, cfg.n_fft, cfg.step, dec.window, iters, **kw)[0, 0].numpy()
+
+    for levels in [0] + [int(v) for v in args.levels.split(",")]:
+        rows: dict[str, list[float]] = {}
+        for x in clips:
+            x = x[: len(x) // cfg.hop * cfg.hop]
+            xt = torch.from_numpy(x)[None]
+            spec = rvq_net.stft_frames(xt, cfg.n_fft, cfg.step, dec.window)
+            if levels:
+                codes = torch.from_numpy(model.encode_frames(x, levels).astype(np.int64))[None]
+                mag = dec.magnitudes(model.net.quantizer.decode(codes), post=True)
+            else:
+                mag = spec.abs()
+            start = rvq_net.start_phase(0, mag.shape[1], mag.shape[2])
+            m = mag[0].numpy()
+            pg = torch.from_numpy(pghi(m, cfg.step, cfg.n_fft, start.numpy())).float()
+            dt, df = true_advances(spec[0].numpy().astype(np.complex128), cfg.step, cfg.n_fft)
+            s = np.log(m.astype(np.float64) + 1e-12)
+            pt = torch.from_numpy(_heap_integrate(s, dt, df, math.log(1e-5) + s.max(),
+                                                  start.numpy().astype(np.float64), True)).float()
+            trials = {
+                "Griffin-Lim 32 iterations (the codec)": lambda: gl(mag, cfg.gl_iters, phase=start),
+                "Griffin-Lim 100 iterations": lambda: gl(mag, 100, phase=start),
+                "the input's phase": lambda: gl(mag, 0, phase_of=xt),
+                "the input's phase, then Griffin-Lim 32": lambda: gl(mag, cfg.gl_iters, phase_of=xt),
+                "PGHI": lambda: gl(mag, 0, phase=pg),
+                "PGHI, then Griffin-Lim 32": lambda: gl(mag, cfg.gl_iters, phase=pg),
+                "PGHI of the input's phase derivatives": lambda: gl(mag, 0, phase=pt),
+            }
+            if not levels:
+                blur = torch.nn.functional.avg_pool1d(mag.transpose(1, 2), 3, 1, 1, count_include_pad=False)
+                blur = blur.transpose(1, 2)
+                trials["blurred over 3 frames, Griffin-Lim 32"] = lambda: gl(blur, cfg.gl_iters, phase=start)
+                trials["blurred over 3 frames, the input's phase"] = lambda: gl(blur, 0, phase_of=xt)
+            for name, make in trials.items():
+                rows.setdefault(name, []).append(float(pesq(16000, x, make()[: len(x)], "wb")))
+        what = "the input's magnitudes" if not levels else f"decoded magnitudes, {levels} codebooks ({levels / 2:g} kbps)"
+        for name, v in rows.items():
+            lines.append(f"{what:<45} | {name:<45} | {np.mean(v):.3f}")
+            print(lines[-1], flush=True)
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
