@@ -10,7 +10,8 @@ input's own STFT magnitudes (optionally blurred over 3 frames in time), with a p
 - the input's own STFT phase (an oracle: what a decoder that knew the phase would reach),
 - phase gradient heap integration (PGHI, Prusa, Balazs & Sondergaard 2017) of the magnitudes' log-derivatives
   under the Gaussian approximation of the Hann window, optionally followed by Griffin-Lim,
-- PGHI of the input's true phase derivatives (an oracle for a decoder that predicted them exactly).
+- PGHI of the input's true phase derivatives (an oracle for a decoder that predicted them exactly), also with
+  their deviations from a steady component's rounded to 1-4 bits.
 
 One line per row and level count; ``--out`` also writes them to a file.
 """
@@ -95,6 +96,18 @@ def true_advances(spec: np.ndarray, step: int, n_fft: int) -> tuple[np.ndarray, 
     return dt, df
 
 
+def quantised(dt: np.ndarray, df: np.ndarray, step: int, n_fft: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """The advances of :func:`true_advances` with their deviations from a steady component's (2 pi step k / n_fft
+    per frame, -pi per bin) rounded to ``bits`` bits each (uniform over a turn, mid-rise)."""
+    levels = 1 << bits
+    base_t = 2 * np.pi * step * np.arange(dt.shape[1])[None] / n_fft
+
+    def q(d):
+        return (np.floor((np.angle(np.exp(1j * d)) + np.pi) / (2 * np.pi) * levels) + 0.5) * (2 * np.pi / levels) - np.pi
+
+    return base_t + q(dt - base_t), q(df + np.pi) - np.pi
+
+
 def main():
     import torch
     from pesq import pesq
@@ -145,6 +158,11 @@ def main():
                 "PGHI, then Griffin-Lim 32": lambda: gl(mag, cfg.gl_iters, phase=pg),
                 "PGHI of the input's phase derivatives": lambda: gl(mag, 0, phase=pt),
             }
+            for bits in (1, 2, 3, 4):
+                qt, qf = quantised(dt, df, cfg.step, cfg.n_fft, bits)
+                ph_q = torch.from_numpy(_heap_integrate(s, qt, qf, math.log(1e-5) + s.max(),
+                                                        start.numpy().astype(np.float64), True)).float()
+                trials[f"PGHI of those, {bits} bits per advance"] = lambda ph_q=ph_q: gl(mag, 0, phase=ph_q)
             if not levels:
                 blur = torch.nn.functional.avg_pool1d(mag.transpose(1, 2), 3, 1, 1, count_include_pad=False)
                 blur = blur.transpose(1, 2)
