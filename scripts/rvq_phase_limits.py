@@ -11,7 +11,8 @@ input's own STFT magnitudes (optionally blurred over 3 frames in time), with a p
 - phase gradient heap integration (PGHI, Prusa, Balazs & Sondergaard 2017) of the magnitudes' log-derivatives
   under the Gaussian approximation of the Hann window, optionally followed by Griffin-Lim,
 - PGHI of the input's true phase derivatives (an oracle for a decoder that predicted them exactly), also with
-  their deviations from a steady component's rounded to 1-4 bits.
+  their deviations from a steady component's rounded to 1-4 bits, or true in one direction only (time or
+  frequency) and estimated from the magnitudes in the other.
 
 One line per row and level count; ``--out`` also writes them to a file.
 """
@@ -79,9 +80,33 @@ def pghi(mag: np.ndarray, step: int, n_fft: int, start: np.ndarray, tol: float =
     ds_j = np.zeros_like(s)
     ds_j[1:-1] = (s[2:] - s[:-2]) / 2
     k = np.arange(s.shape[1])[None]
-    dt = 2 * np.pi * step * k / n_fft + step * n_fft * ds_k / (2 * lam)
+    dt = 2 * np.pi * step * k / n_fft + step * n_fft * ds_k / lam
     df = -lam * ds_j / (step * n_fft) - np.pi
     return _heap_integrate(s, dt, df, math.log(tol) + s.max(), np.asarray(start, np.float64), False)
+
+
+def mixed(mag: np.ndarray, dt_true: np.ndarray, df_true: np.ndarray, step: int, n_fft: int, start: np.ndarray,
+          true_time: bool, tol: float = 1e-5) -> np.ndarray:
+    """Heap integration of the true advances in one direction (time if ``true_time``, else frequency) and of
+    :func:`pghi`'s estimates from the magnitudes in the other, both taken between neighbouring entries."""
+    s = np.log(np.asarray(mag, np.float64) + 1e-12)
+    lam = HANN_GAMMA * n_fft * n_fft
+    k = np.arange(s.shape[1])[None]
+    if true_time:  # bin advances from the time derivative of the log magnitudes, midway between bins
+        ds_j = np.zeros_like(s)
+        ds_j[1:-1] = (s[2:] - s[:-2]) / 2
+        rate = -lam * ds_j / (step * n_fft) - np.pi
+        df = np.zeros_like(s)
+        df[:, :-1] = (rate[:, 1:] + rate[:, :-1]) / 2
+        dt = dt_true
+    else:  # frame advances from the frequency derivative, midway between frames
+        ds_k = np.zeros_like(s)
+        ds_k[:, 1:-1] = (s[:, 2:] - s[:, :-2]) / 2
+        rate = 2 * np.pi * step * k / n_fft + step * n_fft * ds_k / lam
+        dt = np.zeros_like(s)
+        dt[:-1] = (rate[1:] + rate[:-1]) / 2
+        df = df_true
+    return _heap_integrate(s, dt, df, math.log(tol) + s.max(), np.asarray(start, np.float64), True)
 
 
 def true_advances(spec: np.ndarray, step: int, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
@@ -158,6 +183,10 @@ def main():
                 "PGHI, then Griffin-Lim 32": lambda: gl(mag, cfg.gl_iters, phase=pg),
                 "PGHI of the input's phase derivatives": lambda: gl(mag, 0, phase=pt),
             }
+            for true_time in (True, False):
+                ph_m = torch.from_numpy(mixed(m, dt, df, cfg.step, cfg.n_fft, start.numpy(), true_time)).float()
+                name = "true frame advances, PGHI bin advances" if true_time else "PGHI frame advances, true bin advances"
+                trials[name] = lambda ph_m=ph_m: gl(mag, 0, phase=ph_m)
             for bits in (1, 2, 3, 4):
                 qt, qf = quantised(dt, df, cfg.step, cfg.n_fft, bits)
                 ph_q = torch.from_numpy(_heap_integrate(s, qt, qf, math.log(1e-5) + s.max(),
