@@ -36,8 +36,9 @@ HANN_GAMMA = 0.25645  # lambda = HANN_GAMMA * L^2: the Gaussian closest to a Han
 @njit(cache=True)
 def _heap_integrate(s, dt, df, floor, start, exact):
     """Phase of the (F, K) grid from its advances dt[j, k] towards frame j + 1 and df[j, k] towards bin k + 1
-    (``exact``: measured between the two entries; else local rates, joined by the trapezoid rule), spreading from the largest log magnitude ``s`` to its neighbours in order of size;
-    entries below ``floor`` (and so never reached) keep ``start``."""
+    (``exact``: measured between the two entries; else local rates, joined by the trapezoid rule), spreading
+    from the largest log magnitude ``s`` to its neighbours in order of size; entries below ``floor`` keep
+    ``start``."""
     n_f, n_k = s.shape
     phase = start.copy()
     done = s < floor
@@ -67,44 +68,40 @@ def _heap_integrate(s, dt, df, floor, start, exact):
     return phase
 
 
-def pghi(mag: np.ndarray, step: int, n_fft: int, start: np.ndarray, tol: float = 1e-5) -> np.ndarray:
-    """Phase (F, K) for STFT magnitudes (F, K) of :func:`rvq_net.stft_frames` (frames ``step`` apart, phase
-    relative to each frame's first sample, Hann window of ``n_fft``): for a Gaussian window of lambda samples^2,
-    a component's frequency offset from bin k is d log|X| / d f / (2 pi lambda) and its time offset from the
-    frame centre lambda d log|X| / d t / (2 pi), so the phase advances by 2 pi step (k / n_fft + offset) to the
-    next frame and by -2 pi (time offset) / n_fft - pi to the next bin."""
-    s = np.log(np.asarray(mag, np.float64) + 1e-12)
+def _rates(s: np.ndarray, step: int, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """PGHI's local phase rates from log magnitudes s (F, K) of :func:`rvq_net.stft_frames` (frames ``step``
+    apart, phase relative to each frame's first sample, Hann window of ``n_fft``): for a Gaussian window of lambda
+    samples^2, a component's frequency offset from bin k is d s / d f / (2 pi lambda) and its time offset from the
+    frame centre lambda d s / d t / (2 pi), so the phase advances by 2 pi step (k / n_fft + offset) per frame and
+    by -2 pi (time offset) / n_fft - pi per bin."""
     lam = HANN_GAMMA * n_fft * n_fft
     ds_k = np.zeros_like(s)
     ds_k[:, 1:-1] = (s[:, 2:] - s[:, :-2]) / 2
     ds_j = np.zeros_like(s)
     ds_j[1:-1] = (s[2:] - s[:-2]) / 2
     k = np.arange(s.shape[1])[None]
-    dt = 2 * np.pi * step * k / n_fft + step * n_fft * ds_k / lam
-    df = -lam * ds_j / (step * n_fft) - np.pi
+    return 2 * np.pi * step * k / n_fft + step * n_fft * ds_k / lam, -lam * ds_j / (step * n_fft) - np.pi
+
+
+def pghi(mag: np.ndarray, step: int, n_fft: int, start: np.ndarray, tol: float = 1e-5) -> np.ndarray:
+    """Phase (F, K) for STFT magnitudes (F, K) from :func:`_rates` (trapezoid rule between entries)."""
+    s = np.log(np.asarray(mag, np.float64) + 1e-12)
+    dt, df = _rates(s, step, n_fft)
     return _heap_integrate(s, dt, df, math.log(tol) + s.max(), np.asarray(start, np.float64), False)
 
 
 def mixed(mag: np.ndarray, dt_true: np.ndarray, df_true: np.ndarray, step: int, n_fft: int, start: np.ndarray,
           true_time: bool, tol: float = 1e-5) -> np.ndarray:
     """Heap integration of the true advances in one direction (time if ``true_time``, else frequency) and of
-    :func:`pghi`'s estimates from the magnitudes in the other, both taken between neighbouring entries."""
+    :func:`pghi`'s rates from the magnitudes in the other (averaged between neighbouring entries)."""
     s = np.log(np.asarray(mag, np.float64) + 1e-12)
-    lam = HANN_GAMMA * n_fft * n_fft
-    k = np.arange(s.shape[1])[None]
-    if true_time:  # bin advances from the time derivative of the log magnitudes, midway between bins
-        ds_j = np.zeros_like(s)
-        ds_j[1:-1] = (s[2:] - s[:-2]) / 2
-        rate = -lam * ds_j / (step * n_fft) - np.pi
-        df = np.zeros_like(s)
-        df[:, :-1] = (rate[:, 1:] + rate[:, :-1]) / 2
+    rate_t, rate_f = _rates(s, step, n_fft)
+    dt, df = np.zeros_like(s), np.zeros_like(s)
+    dt[:-1] = (rate_t[1:] + rate_t[:-1]) / 2
+    df[:, :-1] = (rate_f[:, 1:] + rate_f[:, :-1]) / 2
+    if true_time:
         dt = dt_true
-    else:  # frame advances from the frequency derivative, midway between frames
-        ds_k = np.zeros_like(s)
-        ds_k[:, 1:-1] = (s[:, 2:] - s[:, :-2]) / 2
-        rate = 2 * np.pi * step * k / n_fft + step * n_fft * ds_k / lam
-        dt = np.zeros_like(s)
-        dt[:-1] = (rate[1:] + rate[:-1]) / 2
+    else:
         df = df_true
     return _heap_integrate(s, dt, df, math.log(tol) + s.max(), np.asarray(start, np.float64), True)
 
@@ -128,7 +125,8 @@ def quantised(dt: np.ndarray, df: np.ndarray, step: int, n_fft: int, bits: int) 
     base_t = 2 * np.pi * step * np.arange(dt.shape[1])[None] / n_fft
 
     def q(d):
-        return (np.floor((np.angle(np.exp(1j * d)) + np.pi) / (2 * np.pi) * levels) + 0.5) * (2 * np.pi / levels) - np.pi
+        cell = np.floor((np.angle(np.exp(1j * d)) + np.pi) / (2 * np.pi) * levels)
+        return (cell + 0.5) * (2 * np.pi / levels) - np.pi
 
     return base_t + q(dt - base_t), q(df + np.pi) - np.pi
 
@@ -181,17 +179,18 @@ def main():
                 "the input's phase, then Griffin-Lim 32": lambda: gl(mag, cfg.gl_iters, phase_of=xt),
                 "PGHI": lambda: gl(mag, 0, phase=pg),
                 "PGHI, then Griffin-Lim 32": lambda: gl(mag, cfg.gl_iters, phase=pg),
-                "PGHI of the input's phase derivatives": lambda: gl(mag, 0, phase=pt),
+                "heap integration of the input's phase advances": lambda: gl(mag, 0, phase=pt),
             }
             for true_time in (True, False):
                 ph_m = torch.from_numpy(mixed(m, dt, df, cfg.step, cfg.n_fft, start.numpy(), true_time)).float()
-                name = "true frame advances, PGHI bin advances" if true_time else "PGHI frame advances, true bin advances"
+                name = ("true frame advances, PGHI bin advances" if true_time
+                        else "PGHI frame advances, true bin advances")
                 trials[name] = lambda ph_m=ph_m: gl(mag, 0, phase=ph_m)
             for bits in (1, 2, 3, 4):
                 qt, qf = quantised(dt, df, cfg.step, cfg.n_fft, bits)
                 ph_q = torch.from_numpy(_heap_integrate(s, qt, qf, math.log(1e-5) + s.max(),
                                                         start.numpy().astype(np.float64), True)).float()
-                trials[f"PGHI of those, {bits} bits per advance"] = lambda ph_q=ph_q: gl(mag, 0, phase=ph_q)
+                trials[f"the input's phase advances in {bits} bits each"] = lambda ph_q=ph_q: gl(mag, 0, phase=ph_q)
             if not levels:
                 blur = torch.nn.functional.avg_pool1d(mag.transpose(1, 2), 3, 1, 1, count_include_pad=False)
                 blur = blur.transpose(1, 2)
@@ -199,9 +198,10 @@ def main():
                 trials["blurred over 3 frames, the input's phase"] = lambda: gl(blur, 0, phase_of=xt)
             for name, make in trials.items():
                 rows.setdefault(name, []).append(float(pesq(16000, x, make()[: len(x)], "wb")))
-        what = "the input's magnitudes" if not levels else f"decoded magnitudes, {levels} codebooks ({levels / 2:g} kbps)"
+        what = (f"decoded magnitudes, {levels} codebooks ({levels / 2:g} kbps)" if levels
+                else "the input's magnitudes")
         for name, v in rows.items():
-            lines.append(f"{what:<45} | {name:<45} | {np.mean(v):.3f}")
+            lines.append(f"{what:<45} | {name:<47} | {np.mean(v):.3f}")
             print(lines[-1], flush=True)
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
