@@ -1,5 +1,5 @@
 """Fit nerv on a training video and report bytes, PSNR and what the fit did (epochs, parameters, PSNR of the
-float network and of the quantised one before the small tensors are re-fitted).
+float network and of the quantised one with nearest rounding, before the learned rounding).
 
 Usage: python scripts/nerv_variants.py TAG Q [Q ...] [--out FILE.jsonl] [--frames N] [--budget S]
        python scripts/nerv_variants.py TAG Q --step-time    (ms per fitting step of 4 frames, 416x240, no file)
@@ -80,7 +80,7 @@ def psnr_of(fitter, frames):
     return round(10 * np.log10(1 / np.mean(mse)), 3)
 
 
-fit, refit = nerv._Fitter.fit, nerv._Fitter.refit_small
+fit, rounding = nerv._Fitter.fit, nerv._Fitter.learn_rounding
 
 
 def logged_fit(self, *a, **k):
@@ -98,8 +98,8 @@ def logged_fit(self, *a, **k):
     return out
 
 
-def logged_refit(self, frames, steps, *a, **k):
-    """Before the re-fit: PSNR of the float network, and of every tensor rounded onto its step."""
+def logged_rounding(self, frames, steps, *a, **k):
+    """Before the learned rounding: PSNR of the float network, and of every weight on its nearest step."""
     log["float_psnr"] = psnr_of(self, frames)
     params = list(self.net.parameters())
     kept = [p.detach().clone() for p in params]
@@ -110,10 +110,10 @@ def logged_refit(self, frames, steps, *a, **k):
     with torch.no_grad():
         for p, o in zip(params, kept):
             p.copy_(o)
-    return refit(self, frames, steps, *a, **k)
+    return rounding(self, frames, steps, *a, **k)
 
 
-nerv._Fitter.fit, nerv._Fitter.refit_small = logged_fit, logged_refit
+nerv._Fitter.fit, nerv._Fitter.learn_rounding = logged_fit, logged_rounding
 for q in args.q:
     log.clear()
     t0 = time.time()

@@ -12,7 +12,11 @@ input's own STFT magnitudes (optionally blurred over 3 frames in time), with a p
   under the Gaussian approximation of the Hann window, optionally followed by Griffin-Lim,
 - PGHI of the input's true phase derivatives (an oracle for a decoder that predicted them exactly), also with
   their deviations from a steady component's rounded to 1-4 bits, or true in one direction only (time or
-  frequency) and estimated from the magnitudes in the other.
+  frequency) and estimated from the magnitudes in the other;
+
+and, for decoded magnitudes, Griffin-Lim on magnitudes mixing the decoded and the input's (:func:`swaps`: the
+decoded envelope with the input's fine structure, in some bands or all; the input's envelope with the decoded fine
+structure; the input's magnitudes near each frame's peak): which part of the decoded magnitudes Griffin-Lim misses.
 
 One line per row and level count; ``--out`` also writes them to a file.
 """
@@ -131,6 +135,32 @@ def quantised(dt: np.ndarray, df: np.ndarray, step: int, n_fft: int, bits: int) 
     return base_t + q(dt - base_t), q(df + np.pi) - np.pi
 
 
+FINE_BINS = 17  # the local mean that splits log magnitudes into envelope and fine structure (425 Hz at 640 points)
+
+
+def swaps(true_mag, dec_mag, rate: int, n_fft: int) -> dict:
+    """Magnitudes (B, F, K) mixing the input's (``true_mag``) and the decoded ones: log magnitudes split into an
+    envelope (their FINE_BINS-bin local mean) and a fine structure (the rest: harmonics, the noise's texture), the
+    input's fine structure in some bands only, and the input's magnitudes where they are near the frame's peak."""
+    import torch
+    import torch.nn.functional as F
+
+    lt, ld = torch.log(true_mag + 1e-4), torch.log(dec_mag + 1e-4)
+    env = lambda v: F.avg_pool1d(v, FINE_BINS, 1, FINE_BINS // 2, count_include_pad=False)  # noqa: E731
+    et, ed = env(lt), env(ld)
+    hz = torch.arange(true_mag.shape[-1]) * rate / n_fft
+    out = {}
+    for lo, hi in ((0, rate), (0, 2000), (2000, 6000), (0, 6000)):
+        band = (hz >= lo) & (hz < hi)
+        what = "all bands" if hi == rate else f"{lo / 1000:g}-{hi / 1000:g} kHz"
+        out[f"decoded envelope, the input's fine structure ({what}), Griffin-Lim 32"] = torch.exp(
+            ed + torch.where(band, lt - et, ld - ed)) - 1e-4
+    out["the input's envelope, decoded fine structure, Griffin-Lim 32"] = torch.exp(et + ld - ed) - 1e-4
+    near = lt > lt.amax(-1, keepdim=True) - math.log(10)  # within 20 dB of the frame's peak
+    out["the input's magnitudes within 20 dB of the frame's peak, Griffin-Lim 32"] = torch.where(near, true_mag, dec_mag)
+    return out
+
+
 def main():
     import torch
     from pesq import pesq
@@ -196,12 +226,15 @@ def main():
                 blur = blur.transpose(1, 2)
                 trials["blurred over 3 frames, Griffin-Lim 32"] = lambda: gl(blur, cfg.gl_iters, phase=start)
                 trials["blurred over 3 frames, the input's phase"] = lambda: gl(blur, 0, phase_of=xt)
+            else:
+                for name, swapped in swaps(spec.abs(), mag, cfg.rate, cfg.n_fft).items():
+                    trials[name] = lambda swapped=swapped: gl(swapped, cfg.gl_iters, phase=start)
             for name, make in trials.items():
                 rows.setdefault(name, []).append(float(pesq(16000, x, make()[: len(x)], "wb")))
         what = (f"decoded magnitudes, {levels} codebooks ({levels / 2:g} kbps)" if levels
                 else "the input's magnitudes")
         for name, v in rows.items():
-            lines.append(f"{what:<45} | {name:<47} | {np.mean(v):.3f}")
+            lines.append(f"{what:<45} | {name:<72} | {np.mean(v):.3f}")
             print(lines[-1], flush=True)
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
