@@ -50,10 +50,11 @@ N_BLOCKS = 4
 N_SCALES = 64
 SCALE_MIN, SCALE_MAX = 0.05, 2000.0
 # nerv trains the last quarter of its fit through the quantiser (as nirvana always does) when the weights get this
-# many bits or fewer (quality < 30). Measured at the default time budget, 2 idle cores: 6 bits (q5), basketballpass
-# 50 frames (a training video) 22.49 -> 24.20 dB at 0.0271 -> 0.0275 bpp, foreman 60 frames 25.56 -> 26.18 dB at
-# 0.0227 -> 0.0241 bpp (+0.37 dB at equal rate); 7 bits (q30, foreman) 30.06 -> 29.61 dB at 0.0652 -> 0.0666 bpp.
-QAT_BITS = 6
+# many bits or fewer. Stop 23-31: 6, so quality < 30 (6 bits) used QAT, which then beat fitting, rounding and the
+# small-tensor re-fit (basketballpass 22.49 -> 24.20 dB at 0.0271 -> 0.0275 bpp). Since stop 32 (learn_rounding)
+# no quality does: at q5, 6 bits, default budget, QAT 0.0198 bpp / 24.00 dB against 0.0238 / 25.31 without it on
+# basketballpass, and on foreman (60 frames) 0.0195 / 26.38 against 0.0191 / 27.15.
+QAT_BITS = 5
 # share of a group's time budget kept for the rate-distortion choice of the quantisation steps (allocate_steps)
 ALLOC_SHARE = 0.06
 ALLOC_FRAMES = 24  # frames whose error the step choice measures (evenly spaced over the group)
@@ -681,7 +682,7 @@ class _NervBase(Codec):
                     fitter.net.load_state_dict(prev[0].net.state_dict())
                 # intra groups: steps from the weights' ranges when QAT starts (or after fitting, plain NeRV);
                 # inter groups: the reference group's steps, so the residual is an integer difference
-                # nerv at 6 bits also trains its last quarter through the quantiser (QAT_BITS)
+                # nerv trains its last quarter through the quantiser only at QAT_BITS bits or fewer
                 qat = ("auto" if self.chained or cfg.bits <= QAT_BITS else None) if intra else prev[2]
                 # group 0 of nirvana takes the full share, later (warm-started) groups a third as many steps
                 g_epochs = epochs if intra else max(1, epochs // 3)
