@@ -53,7 +53,7 @@ SCALE_MIN, SCALE_MAX = 0.05, 2000.0
 # many bits or fewer. Stop 23-31: 6, so quality < 30 (6 bits) used QAT, which then beat fitting, rounding and the
 # small-tensor re-fit (basketballpass 22.49 -> 24.20 dB at 0.0271 -> 0.0275 bpp). Since stop 32 (learn_rounding)
 # no quality does: at q5, 6 bits, default budget, QAT 0.0198 bpp / 24.00 dB against 0.0238 / 25.31 without it on
-# basketballpass, and on foreman (60 frames) 0.0195 / 26.38 against 0.0191 / 27.15.
+# basketballpass, and on foreman (60 frames, the bench) 0.0195 / 26.38 against 0.0188 / 27.15.
 QAT_BITS = 5
 # share of a group's time budget kept for the rate-distortion choice of the quantisation steps (allocate_steps)
 ALLOC_SHARE = 0.06
