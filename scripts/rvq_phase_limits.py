@@ -147,15 +147,16 @@ def swaps(true_mag, dec_mag, rate: int, n_fft: int) -> dict:
 
     lt, ld = torch.log(true_mag + 1e-4), torch.log(dec_mag + 1e-4)
     env = lambda v: F.avg_pool1d(v, FINE_BINS, 1, FINE_BINS // 2, count_include_pad=False)  # noqa: E731
+    magnitude = lambda lg: (torch.exp(lg) - 1e-4).clamp_min(0)  # noqa: E731  (never negative, as the decoder's)
     et, ed = env(lt), env(ld)
     hz = torch.arange(true_mag.shape[-1]) * rate / n_fft
     out = {}
     for lo, hi in ((0, rate), (0, 2000), (2000, 6000), (0, 6000)):
         band = (hz >= lo) & (hz < hi)
         what = "all bands" if hi == rate else f"{lo / 1000:g}-{hi / 1000:g} kHz"
-        out[f"decoded envelope, the input's fine structure ({what}), Griffin-Lim 32"] = torch.exp(
-            ed + torch.where(band, lt - et, ld - ed)) - 1e-4
-    out["the input's envelope, decoded fine structure, Griffin-Lim 32"] = torch.exp(et + ld - ed) - 1e-4
+        out[f"decoded envelope, the input's fine structure ({what}), Griffin-Lim 32"] = magnitude(
+            ed + torch.where(band, lt - et, ld - ed))
+    out["the input's envelope, decoded fine structure, Griffin-Lim 32"] = magnitude(et + ld - ed)
     near = lt > lt.amax(-1, keepdim=True) - math.log(10)  # within 20 dB of the frame's peak
     out["the input's magnitudes within 20 dB of the frame's peak, Griffin-Lim 32"] = torch.where(near, true_mag, dec_mag)
     return out
