@@ -1,7 +1,8 @@
-"""Fit nerv on a training video and report bytes, PSNR and what the fit did (epochs, parameters, PSNR of the
+"""Fit nerv (or nirvana) on a training video and report bytes, PSNR and what the fit did (epochs, parameters, PSNR of the
 float network and of the quantised one with nearest rounding, before the learned rounding).
 
 Usage: python scripts/nerv_variants.py TAG Q [Q ...] [--out FILE.jsonl] [--frames N] [--budget S]
+                                      [--bits B|rising] [--qat-bits N] [--codec nirvana]
        python scripts/nerv_variants.py TAG Q --step-time    (ms per fitting step of 4 frames, 416x240, no file)
 
 The video is basketballpass (50 frames, 416x240, ../shared/corpus/train/video), never foreman. The variants of
@@ -29,9 +30,18 @@ ap.add_argument("q", type=float, nargs="+")
 ap.add_argument("--out", default="docs/results/nerv-variants/results.jsonl")
 ap.add_argument("--frames", type=int, default=50)
 ap.add_argument("--budget", type=float, default=None, help="fitting seconds (default: nerv's, 6 s per CIF frame)")
+ap.add_argument("--bits", default=None, help="bits of nerv's step rule at every quality (default: as shipped, nerv 6, "
+                "nirvana 'rising': 6 / 7 / 8 below q30 / below q60 / above, as before stop 33)")
+ap.add_argument("--codec", default="nerv", choices=["nerv", "nirvana"])
+ap.add_argument("--qat-bits", type=int, default=None, help="QAT at this many bits or fewer (default: QAT_BITS)")
 ap.add_argument("--step-time", action="store_true")
 ap.add_argument("--profile", action="store_true", help="with --step-time: torch.profiler's table of 10 steps")
 args = ap.parse_args()
+if args.bits is not None:
+    cls = nerv.NervCodec if args.codec == "nerv" else nerv.NirvanaCodec
+    cls.bits = None if args.bits == "rising" else int(args.bits)
+if args.qat_bits is not None:
+    nerv.QAT_BITS = args.qat_bits
 
 if args.step_time:  # one fitting step (forward, backward, Adam) as _Fitter.fit runs it, bf16 where it would be
     import torch.nn.functional as F
@@ -118,12 +128,13 @@ for q in args.q:
     log.clear()
     t0 = time.time()
     opts = {"time_budget": args.budget} if args.budget else None
-    blob = ncodec.encode(clip, codec="nerv", media="video", quality=q, fps=50, options=opts)
+    blob = ncodec.encode(clip, codec=args.codec, media="video", quality=q, fps=50, options=opts)
     enc_s = time.time() - t0
     dec = ncodec.decode(blob).data
-    row = {"tag": args.tag, "frames": len(frames), "q": q, "bytes": len(blob),
+    row = {"tag": args.tag, "codec": args.codec, "frames": len(frames), "q": q, "bytes": len(blob),
            "bpp": round(8 * len(blob) / clip[..., 0].size, 5), "psnr": round(_psnr_frames(frames, dec), 3),
-           "enc_s": round(enc_s, 1), **log, "env": {k: v for k, v in os.environ.items() if k.startswith("NX_")}}
+           "enc_s": round(enc_s, 1), **log, "bits": args.bits, "qat_bits": args.qat_bits,
+           "env": {k: v for k, v in os.environ.items() if k.startswith("NX_")}}
     print(json.dumps(row), flush=True)
     with open(args.out, "a") as f:
         f.write(json.dumps(row) + "\n")

@@ -15,7 +15,7 @@ CODECS = {
     "x265": ("libx265", {"preset": "medium", "x265-params": "log-level=error"}, [18, 23, 28, 33, 38, 43]),
     "svtav1": ("libsvtav1", {"preset": "8"}, [25, 32, 39, 46, 53, 60]),
 }
-LEARNED = {"nerv": [5, 30, 60], "nirvana": [5, 30, 60]}  # quality settings of the implicit codecs
+LEARNED = {"nerv": [5, 30, 60, 100], "nirvana": [5, 30, 60]}  # quality settings of the implicit codecs
 SETTINGS = {"nerv": "ncodec nerv, quality sweep, default time budget (6 s per CIF frame), bpp from the .nc file",
             "nirvana": "ncodec nirvana, quality sweep, default time budget (6 s per CIF frame), bpp from the .nc file",
             "x264": "PyAV libx264, preset medium, CRF sweep, yuv420p, MP4",

@@ -606,11 +606,13 @@ class _Decoder:
         return np.concatenate(out)
 
 
-def _quality_config(q: float, h: int, w: int, plus: bool, group: int, intra: int, scale: float = 1.0) -> NervConfig:
-    """Quality 0..100 -> network width (and 6..8 bits); ``scale`` multiplies the widths."""
+def _quality_config(q: float, h: int, w: int, plus: bool, group: int, intra: int, scale: float = 1.0,
+                    bits: int | None = None) -> NervConfig:
+    """Quality 0..100 -> network width and, unless ``bits`` is given, 6..8 bits; ``scale`` multiplies the widths."""
     base = (8 + q / 100 * 40) * scale  # widest block
     widths = tuple(max(4, int(round(base * f))) for f in (1.0, 1.0, 0.75, 0.5))
-    bits = 6 if q < 30 else 7 if q < 60 else 8
+    if bits is None:
+        bits = 6 if q < 30 else 7 if q < 60 else 8
     return NervConfig(h, w, plus, group, 16, 64, 16, max(4, int(round(base / 2))), widths, bits, intra)
 
 
@@ -633,6 +635,7 @@ class _NervBase(Codec):
     default_group = 60
     default_intra = 1
     default_epochs = 300
+    bits = None  # bits of the weights' step rule at every quality (None: 6 / 7 / 8 as quality rises)
 
     def encode(self, src, media: str, rate: Rate, progress=None, time_budget: float | None = None,
                checkpoint=None, plus: bool = False, epochs: int | None = None, prune: float = 0.0,
@@ -654,7 +657,7 @@ class _NervBase(Codec):
             q = 50.0 if rate.quality is None else float(rate.quality)
         if not 0 <= q <= 100:
             raise BadInput(f"quality {q} is outside 0..100")
-        cfg = _quality_config(q, h, w, plus, group, self.default_intra, self.width_scale(group))
+        cfg = _quality_config(q, h, w, plus, group, self.default_intra, self.width_scale(group), self.bits)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         # default budget: 6 s per CIF frame on this class of machine (issue target: 10 min / 100 CIF frames)
         budget = time_budget if time_budget is not None else 6.0 * n * (h * w) / (352 * 288)
@@ -738,7 +741,8 @@ class _NervBase(Codec):
             raise BadInput(f"target bpp must be > 0, got {bpp}")
         best = None
         for q in np.linspace(0, 100, 101):
-            cfg = _quality_config(float(q), h, w, plus, group, self.default_intra, self.width_scale(group))
+            cfg = _quality_config(float(q), h, w, plus, group, self.default_intra, self.width_scale(group),
+                                  self.bits)
             bits = _param_count(cfg) * cfg.bits * 0.75 * -(-n // group)
             if bits / (h * w * n) <= bpp:
                 best = float(q)
@@ -838,6 +842,13 @@ class NervCodec(_NervBase):
     # the time budget ends the fit: on an idle 2-core machine 300 epochs of q30 on 60 CIF frames took 145 s of the
     # 360 s budget (29.61 dB); 1000 epochs used the budget (363 s) for 30.00 dB at 3 % fewer bits
     default_epochs = 5000
+    # 6 bits at every quality (stop 33; 6 / 7 / 8 below q30 / below q60 / above before): once the rounding is
+    # learned, a coarser step costs little. Basketballpass (50 frames, default budget, same session; bytes, dB):
+    # q60 at 8 / 7 / 6 bits 105631, 30.67 / 86701, 30.64 / 68329, 30.14; q30 at 7 / 6 / 5 bits 42215, 27.82 /
+    # 34821, 27.46 / 23644, 25.86; q5 at 6 / 5 bits 12641, 24.98 / 9011, 24.05. Per halving of the bytes, one bit
+    # less costs 0.1 dB (q60, 8 -> 7), 1.5 (q60, 7 -> 6), 1.3 (q30, 7 -> 6), 2.9 (q30, 6 -> 5), 1.9 (q5, 6 -> 5), a
+    # narrower 6-bit network 2.75 (q60 -> q30) and 1.7 (q30 -> q5). docs/results/nerv-bits.
+    bits = 6
 
 
 @register_codec("nirvana")
