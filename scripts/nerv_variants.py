@@ -30,7 +30,7 @@ ap.add_argument("q", type=float, nargs="+")
 ap.add_argument("--out", default="docs/results/nerv-variants/results.jsonl")
 ap.add_argument("--frames", type=int, default=50)
 ap.add_argument("--budget", type=float, default=None, help="fitting seconds (default: nerv's, 6 s per CIF frame)")
-ap.add_argument("--bits", default=None, help="bits of nerv's step rule at every quality (default: as shipped, 6; "
+ap.add_argument("--bits", default=None, help="bits of the step rule at every quality (default: as shipped, 6; "
                 "'rising': 6 / 7 / 8 below q30 / below q60 / above, as before stop 33)")
 ap.add_argument("--codec", default="nerv", choices=["nerv", "nirvana"])
 ap.add_argument("--qat-bits", type=int, default=None, help="QAT at this many bits or fewer (default: QAT_BITS)")

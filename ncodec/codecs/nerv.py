@@ -635,10 +635,10 @@ class _NervBase(Codec):
     default_group = 60
     default_intra = 1
     default_epochs = 300
-    # bits of the weights' step rule at every quality (None: 6 / 7 / 8 below q30 / below q60 / from q60, as
-    # before stop 33). nirvana, basketballpass 50 frames (QAT; bytes, dB): q30 at 7 / 6 bits 44906, 26.61 / 33390,
-    # 26.16; q60 at 8 / 7 bits 109517, 29.20 / 87478, 28.84: 1.05 and 1.1 dB per halving of the bytes, where a
-    # narrower network costs 2.0 (q60 -> q30). nerv's measurements: NervCodec.
+    # bits of the uniform step rule that the step allocation starts from, at every quality (None: 6 / 7 / 8 below
+    # q30 / below q60 / from q60, as before stop 33). On basketballpass, per halving of the bytes, one bit less cost
+    # 1.3-1.5 dB (nerv, learned rounding; 0.1 from 8 to 7 bits) and 1.05-1.1 dB (nirvana, QAT) where a narrower
+    # network cost 1.7-2.75 and 2.0; from 6 to 5 bits 1.9-2.9 (nerv): docs/results/nerv-bits.
     bits = 6
 
     def encode(self, src, media: str, rate: Rate, progress=None, time_budget: float | None = None,
@@ -846,12 +846,6 @@ class NervCodec(_NervBase):
     # the time budget ends the fit: on an idle 2-core machine 300 epochs of q30 on 60 CIF frames took 145 s of the
     # 360 s budget (29.61 dB); 1000 epochs used the budget (363 s) for 30.00 dB at 3 % fewer bits
     default_epochs = 5000
-    # its steps start at 6 bits at every quality (_NervBase.bits, stop 33; 6 / 7 / 8 by quality before): once the
-    # rounding is learned, a coarser step costs little. Basketballpass (50 frames, default budget, same session;
-    # bytes, dB): q60 at 8 / 7 / 6 bits 105631, 30.67 / 86701, 30.64 / 68329, 30.14; q30 at 7 / 6 / 5 bits 42215,
-    # 27.82 / 34821, 27.46 / 23644, 25.86; q5 at 6 / 5 bits 12641, 24.98 / 9011, 24.05. Per halving of the bytes, one
-    # bit less costs 0.1 dB (q60, 8 -> 7), 1.5 (q60, 7 -> 6), 1.3 (q30, 7 -> 6), 2.9 (q30, 6 -> 5), 1.9 (q5, 6 -> 5),
-    # a narrower 6-bit network 2.75 (q60 -> q30) and 1.7 (q30 -> q5). docs/results/nerv-bits.
 
 
 @register_codec("nirvana")
