@@ -124,7 +124,8 @@ def regenerate(root: Path = ROOT, only: set[str] | None = None) -> list[dict]:
         mcquic_model = zoo.find("mcquic", "image").id
         for q in (0, 50, 100):
             blob = api.encode(img, codec="mcquic", quality=q, name="astronaut-crop.png")
-            entries.append(_vector(root, "mcquic", f"{mcquic_model}-astronaut-q{q}", blob, "png"))
+            # codec version 2 (adaptive index coding): new names, so the version 1 vectors of the same model stay
+            entries.append(_vector(root, "mcquic", f"{mcquic_model}-adaptive-astronaut-q{q}", blob, "png"))
     if want("vqgan"):
         vqgan_model = zoo.find("vqgan", "image").id
         big = np.ascontiguousarray(skdata.astronaut()[40:232, 120:376])  # 192 x 256: 12 x 16 indices

@@ -5,9 +5,12 @@ coarse 1/16 stage 1 groups, coarse stage 2 groups, then fine 1/8 stages); ``--qu
 ``n = 1 + round(q / 100 * (N - 1))`` and ``--bpp`` searches the quality on the final file size.
 
 Unit payload (one tile of at most ``TILE`` x ``TILE`` pixels, padded by edge replication to a multiple of 16):
-    for each active codebook j in cascade order, one ncodec.entropy indexed stream of its indices (row-major
-    over its scale's latent grid); the table of each index is ``bases[j] + context`` where the context comes from
-    the parent codebook's index at the same place (``mcquic_net.context``): integer lookups only.
+    the indices of each active codebook j in cascade order, row-major over its scale's latent grid; the static
+    table of each index is ``bases[j] + context`` where the context comes from the parent codebook's index at the
+    same place (``mcquic_net.context``). Codec version 1: one ncodec.entropy indexed stream per codebook with
+    those tables. Version 2 (written now): one range-coded stream per unit whose model mixes each static table
+    with the counts of the indices coded so far and first tries the neighbours' indices (``mcquic_kernel``);
+    integers only in both.
 Codec params in HEAD: u16 tile size, u8 active codebooks n. The rate field holds the quality used.
 """
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from .. import zoo
 from ..container import Header, MediaKind, RateKind, Unit
 from ..entropy import TableSet, cross_entropy_bits, decode_indexed, encode_indexed
+from ..entropy.coding import _bytes_to_words, _words_to_bytes
 from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
 from ..registry import register_codec
 from .base import Codec, Encoded, Rate, image_tiles
@@ -63,6 +67,7 @@ class McquicModel:
             raise ModelMismatch(f"McQuic tables must have {cfg.codebook_size} entries plus the escape")
         freqs = self.tables.freqs.astype(np.float64).reshape(-1, cfg.codebook_size + 1)[:, :-1]
         self.code_len = torch.from_numpy(-np.log2(freqs / 2**16)).float()
+        self.freqs = self.tables.freqs.astype(np.int64).reshape(-1, cfg.codebook_size + 1)  # version 2's tables
         self.marginal = None
         if "marginal.freqs" in tensors:  # per-codebook tables without context, kept to measure the gain
             m = tensors["marginal.freqs"].numpy()
@@ -101,19 +106,38 @@ class McquicModel:
 
     # ------------------------------------------------------------------------------------------- one unit
     @torch.no_grad()
-    def encode_block(self, x: torch.Tensor, n: int, beam: int = BEAM) -> bytes:
+    def encode_block(self, x: torch.Tensor, n: int, beam: int = BEAM, version: int = 2) -> bytes:
+        """One unit's payload: codec ``version`` 2 (adaptive coding, :mod:`mcquic_kernel`) or 1 (the static
+        tables' indexed streams)."""
         codes = [c.numpy() for c in self.net.encode_codes(x, n, self.cbs, self.code_bits, RD_ALPHA, beam)]
-        return b"".join(encode_indexed(c.reshape(-1).astype(np.int32), self.table_ids(j, codes, c.shape), self.tables)
-                        for j, c in enumerate(codes))
+        if version == 1:
+            return b"".join(encode_indexed(c.reshape(-1).astype(np.int32), self.table_ids(j, codes, c.shape),
+                                           self.tables) for j, c in enumerate(codes))
+        from .mcquic_kernel import encode_unit
 
-    def decode_codes(self, data: bytes, lengths: tuple[int, int], n: int) -> tuple[list[np.ndarray], list]:
+        words = encode_unit([(c.reshape(-1), self.table_ids(j, codes, c.shape), c.shape[1], c.shape[2])
+                             for j, c in enumerate(codes)], self.freqs)
+        return _words_to_bytes(words)
+
+    def decode_codes(self, data: bytes, lengths: tuple[int, int], n: int,
+                     version: int = 2) -> tuple[list[np.ndarray], list]:
         """Entropy-decode one unit (integers only): codes per codebook and each stream (symbols, tables)."""
         codes, streams, pos = [], [], 0
         K = self.cfg.codebook_size
+        if version >= 2:
+            from .mcquic_kernel import OK, Decoder
+
+            words, pos = _bytes_to_words(data, 0)
+            dec = Decoder(words, self.freqs)
         for j in range(n):
             shape = (1,) + self.grid_of(j, lengths)
             tidx = self.table_ids(j, codes, shape)
-            sym, pos = decode_indexed(data, tidx, self.tables, pos)
+            if version >= 2:
+                sym, status = dec.codebook(tidx, shape[1], shape[2])
+                if status != OK:
+                    raise CorruptFile(f"codebook {j}'s indices cannot be decoded; the file is damaged")
+            else:
+                sym, pos = decode_indexed(data, tidx, self.tables, pos)
             if sym.size and (sym.min() < 0 or sym.max() >= K):
                 raise CorruptFile(f"codebook {j} index {int(sym.max())} is outside 0..{K - 1}; the file is damaged")
             codes.append(sym.astype(np.int64).reshape(shape))
@@ -123,14 +147,14 @@ class McquicModel:
         return codes, streams
 
     @torch.no_grad()
-    def decode_block(self, data: bytes, lengths: tuple[int, int], n: int) -> torch.Tensor:
-        codes, _ = self.decode_codes(data, lengths, n)
+    def decode_block(self, data: bytes, lengths: tuple[int, int], n: int, version: int = 2) -> torch.Tensor:
+        codes, _ = self.decode_codes(data, lengths, n, version)
         fine = self.grids(lengths)[1]
         return self.net.decode_codes([torch.from_numpy(c) for c in codes], fine, self.cbs)
 
-    def bits(self, data: bytes, lengths: tuple[int, int], n: int) -> dict:
+    def bits(self, data: bytes, lengths: tuple[int, int], n: int, version: int = 2) -> dict:
         """Model cross-entropy of a unit's indices with the context tables and with per-codebook marginals."""
-        codes, streams = self.decode_codes(data, lengths, n)
+        codes, streams = self.decode_codes(data, lengths, n, version)
         ctx = sum(cross_entropy_bits(s, t, self.tables) for s, t in streams)
         out = {"context_bits": ctx, "payload_bits": 8 * len(data)}
         if self.marginal is not None:
@@ -142,7 +166,7 @@ class McquicModel:
 
 @register_codec("mcquic")
 class McquicCodec(Codec):
-    version = 1
+    version = 2
     media = ("image",)
     default_quality = 50.0
     quality_search = True  # --bpp: ncodec.api searches the quality on the final file size
@@ -167,7 +191,8 @@ class McquicCodec(Codec):
         card = zoo.find(self.codec_id, "image", model_id)
         n = model.n_of(q)
         h, w, _ = data.shape
-        units = [Unit(key, model.encode_block(x, n, beam)) for key, x in image_tiles(data, TILE, model.cfg.stride)]
+        units = [Unit(key, model.encode_block(x, n, beam, self.version))
+                 for key, x in image_tiles(data, TILE, model.cfg.stride)]
         header = Header(MediaKind.IMAGE, self.codec_id, self.version, (h, w, 3), card.id, card.hash8,
                         RateKind.QUALITY, q, 8, 2, params=struct.pack("<HB", TILE, n))
         return Encoded(header, units, {"quality": q, "codebooks": n})
@@ -204,7 +229,7 @@ class McquicCodec(Codec):
             if unit.data is None:
                 continue  # damaged tile (lenient read): left grey
             y0, x0, th, tw = unit.key
-            x = model.decode_block(unit.data, lengths, n)
+            x = model.decode_block(unit.data, lengths, n, header.codec_version)
             out[y0 : y0 + th, x0 : x0 + tw] = (x[0, :, :th, :tw] * 255.0).round().byte().permute(1, 2, 0).numpy()
         return out
 
@@ -214,7 +239,7 @@ class McquicCodec(Codec):
         n = self._layout(header, model)
         digest = hashlib.sha256()
         for unit, lengths in self._units(header, units, model):
-            for c in model.decode_codes(unit.data, lengths, n)[0]:
+            for c in model.decode_codes(unit.data, lengths, n, header.codec_version)[0]:
                 digest.update(np.ascontiguousarray(c, dtype="<i8").tobytes())
         return digest.hexdigest()
 
@@ -224,6 +249,6 @@ class McquicCodec(Codec):
         n = self._layout(header, model)
         total: dict = {}
         for unit, lengths in self._units(header, units, model):
-            for k, v in model.bits(unit.data, lengths, n).items():
+            for k, v in model.bits(unit.data, lengths, n, header.codec_version).items():
                 total[k] = total.get(k, 0) + v
         return total
