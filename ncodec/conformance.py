@@ -126,6 +126,10 @@ def regenerate(root: Path = ROOT, only: set[str] | None = None) -> list[dict]:
             blob = api.encode(img, codec="mcquic", quality=q, name="astronaut-crop.png")
             # codec version 2 (adaptive index coding): new names, so the version 1 vectors of the same model stay
             entries.append(_vector(root, "mcquic", f"{mcquic_model}-adaptive-astronaut-q{q}", blob, "png"))
+        # 272 x 512: fine grids of 34 x 64 indices, past the 2048 at which version 2 halves its counts
+        tall = np.ascontiguousarray(skdata.astronaut()[:272])
+        blob = api.encode(tall, codec="mcquic", quality=50, name="astronaut-272x512.png")
+        entries.append(_vector(root, "mcquic", f"{mcquic_model}-adaptive-astronaut-272x512-q50", blob, "png"))
     if want("vqgan"):
         vqgan_model = zoo.find("vqgan", "image").id
         big = np.ascontiguousarray(skdata.astronaut()[40:232, 120:376])  # 192 x 256: 12 x 16 indices

@@ -137,7 +137,7 @@ def _random_tables(rng, n, k):
     return np.stack([quantize_pmf(np.append(rng.dirichlet(np.full(k, 0.3)), 1e-6)) for _ in range(n)]).astype(np.int64)
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (6, 11)])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (6, 11), (48, 50)])  # 48 x 50: counts halved once
 def test_adaptive_kernel_round_trip(shape):
     """The version 2 coding loop on synthetic index maps (smooth regions, so neighbour matches happen, and noise):
     the decoder gets every index back, codebook by codebook; a repetitive map costs fewer bits than its size

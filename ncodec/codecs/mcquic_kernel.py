@@ -6,14 +6,16 @@ with three things the fixed cascaded tables of version 1 lack:
 
 * **adaptation**: the static table of an index (chosen by its cascade parent, as in version 1) is mixed with the
   counts of the indices this codebook has coded so far in the unit: weight ``A * f(s) + 2**16 * count(s)``;
-* **neighbour matches**: the distinct indices of the left, up, up-left and up-right neighbours (most frequent
-  first, at most ``CANDIDATES``) are tried in turn, each with a binary flag "the index is this one" whose adaptive
+* **neighbour matches**: the distinct indices of the ``NEIGHBOURS`` (left, up, up-left, up-right, two to the
+  left, two up; most frequent first, at most ``CANDIDATES``) are tried in turn, each with a binary flag "the index is this one" whose adaptive
   model is chosen by the neighbour's multiplicity and by the bucket ``floor(log2(total / weight))`` of the
   candidate's own weight in the current distribution (so a flag is cheap where the tables already expect it);
-* **exclusion**: a candidate that missed gets weight 0 before the next flag or the index itself is coded.
+* **exclusion**: a candidate that missed gets weight 0 before the next flag or the index itself is coded;
+* **forgetting**: when a codebook has counted ``HALVE_AT`` indices its counts are halved (rounding up), so
+  the mixture follows the tile's content as it changes.
 
-Measured on Kodak (``scripts/mcquic_tables.py``, docs/results.md): 9-20 % fewer bytes than version 1 for the same
-indices (-9.5 % at 16 codebooks, -21.6 % at one).
+Measured on Kodak (``scripts/mcquic_tables.py``, docs/results.md): 10-21 % fewer bytes than version 1 for the same
+indices (-10.1 % at 16 codebooks, -22.4 % at one).
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ from numba import njit
 from ..entropy.range_coder import PRECISION, rd_init, rd_symbol, re_finish, re_init, re_symbol
 
 ADAPT = 2048  # weight A of the static table against one observed index (2**16 units each)
-CANDIDATES = 3  # neighbour values tried per index
+NEIGHBOURS = ((0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0))  # (dy, dx) of the candidates' places
+CANDIDATES = 4  # neighbour values tried per index
+HALVE_AT = 2048  # counts are halved when they sum to this
 BUCKETS = 12  # flag contexts by the candidate's probability: floor(log2(1 / p)) clamped to 0 .. BUCKETS - 1
 FLAG_PRIOR, FLAG_STEP = 32, 16  # flag counts start at 32 units split by the bucket's probability; +16 each
 OK, UNDECODABLE, EXCLUDED = 0, 1, 2
@@ -59,6 +63,15 @@ def _count_below(fen, s):
     return r
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _fenwick_add(fen, s, v):
+    """Add ``v`` to the count of index ``s``."""
+    i = s + 1
+    while i < len(fen):
+        fen[i] += v
+        i += i & -i
+
+
 @njit(cache=True, nogil=True)
 def _cum(s, t, cum, fen, excl, wexcl, ne):
     """Weight of the indices below ``s``: static part, counts, minus the missed candidates below ``s``."""
@@ -90,8 +103,8 @@ def code_codebook(encode, st, words, sym, tidx, freqs, cum, h, w, flags):
     fcdf = np.empty((1, 3), np.uint64)
     fcdf[0, 0] = 0
     fcdf[0, 2] = _TOP
-    cand = np.empty(4, np.int64)
-    mult = np.empty(4, np.int64)
+    cand = np.empty(len(NEIGHBOURS), np.int64)
+    mult = np.empty(len(NEIGHBOURS), np.int64)
     excl = np.empty(CANDIDATES, np.int64)
     wexcl = np.empty(CANDIDATES, np.int64)
     for i in range(h * w):
@@ -99,7 +112,7 @@ def code_codebook(encode, st, words, sym, tidx, freqs, cum, h, w, flags):
         x = i - y * w
         t = tidx[i]
         nc = 0
-        for dy, dx in ((0, -1), (-1, 0), (-1, -1), (-1, 1)):
+        for dy, dx in NEIGHBOURS:
             yy, xx = y + dy, x + dx
             if yy < 0 or xx < 0 or xx >= w:
                 continue
@@ -175,11 +188,15 @@ def code_codebook(encode, st, words, sym, tidx, freqs, cum, h, w, flags):
                 return UNDECODABLE
         sym[i] = value
         cnt[value] += 1
-        j = value + 1
-        while j <= k1:
-            fen[j] += 1
-            j += j & -j
+        _fenwick_add(fen, value, 1)
         seen += 1
+        if seen >= HALVE_AT:
+            seen = 0
+            fen[:] = 0
+            for u in range(k1):
+                cnt[u] = (cnt[u] + 1) >> 1
+                seen += cnt[u]
+                _fenwick_add(fen, u, cnt[u])
     return OK
 
 
