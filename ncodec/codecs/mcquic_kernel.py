@@ -2,14 +2,15 @@
 
 Imported only when a version 2 unit is coded (it loads numba). One loop serves encoder and decoder, so the model
 arithmetic is written once, in integers only. Each codebook's indices are coded in row-major order over its grid
-with three things the fixed cascaded tables of version 1 lack:
+with what the fixed cascaded tables of version 1 lack:
 
 * **adaptation**: the static table of an index (chosen by its cascade parent, as in version 1) is mixed with the
   counts of the indices this codebook has coded so far in the unit: weight ``A * f(s) + 2**16 * count(s)``;
 * **neighbour matches**: the distinct indices of the ``NEIGHBOURS`` (left, up, up-left, up-right, two to the
-  left, two up; most frequent first, at most ``CANDIDATES``) are tried in turn, each with a binary flag "the index is this one" whose adaptive
-  model is chosen by the neighbour's multiplicity and by the bucket ``floor(log2(total / weight))`` of the
-  candidate's own weight in the current distribution (so a flag is cheap where the tables already expect it);
+  left, two up; most frequent first, at most ``CANDIDATES``) are tried in turn, each with a binary flag "the
+  index is this one" whose adaptive model is chosen by the neighbour's multiplicity and by the bucket
+  ``floor(log2(total / weight))`` of the candidate's own weight in the current distribution (so a flag is cheap
+  where the tables already expect it);
 * **exclusion**: a candidate that missed gets weight 0 before the next flag or the index itself is coded;
 * **forgetting**: when a codebook has counted ``HALVE_AT`` indices its counts are halved (rounding up), so
   the mixture follows the tile's content as it changes.
