@@ -2,6 +2,7 @@
 and those over per-codebook marginal tables and uniform codes.
 
     python scripts/mcquic_tables.py --data ../shared/corpus/eval/images/kodak --out docs/results/mcquic-tables
+    python scripts/mcquic_tables.py --data ../shared/corpus/train/images/sun_hays80 --out docs/results/mcquic-tables-train --qualities 13,53,100 --limit 10
 
 For every image and quality: file bytes, payload bits (the adaptive coding of codec version 2: tables mixed with
 the tile's counts, neighbours' indices tried first), the model cross-entropy with the static context tables
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import ncodec
@@ -26,10 +28,12 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--qualities", default="0,20,40,60,80,100")
+    ap.add_argument("--limit", type=int, default=None, help="the first N images only")
     a = ap.parse_args()
     quals = [float(q) for q in a.qualities.split(",")]
     rows = []
-    for f in sorted(Path(a.data).glob("*.png")):
+    images = sorted(f for f in Path(a.data).iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    for f in images[: a.limit]:
         img = read_image(f)
         for q in quals:
             blob = ncodec.encode(img, codec="mcquic", quality=q)
@@ -49,8 +53,8 @@ def main():
         print(q, totals[str(q)])
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"command": "python scripts/mcquic_tables.py --data " + a.data +
-                                                  " --out " + a.out, "model": ncodec.info(blob).model,
+    command = " ".join(["python", "scripts/mcquic_tables.py"] + sys.argv[1:])
+    (out / "results.json").write_text(json.dumps({"command": command, "model": ncodec.info(blob).model,
                                                   "totals_bpp": totals, "rows": rows}, indent=1))
 
 
