@@ -150,10 +150,12 @@ def test_cached_rows_are_tagged_with_encoder_settings(monkeypatch):
     from ncodec.codecs import mcquic
 
     tag = _model_tags(["mcquic", "walloc"], "image")
-    assert tag["mcquic"].endswith(f"-v{mcquic.McquicCodec.version}-beam{mcquic.BEAM}")
+    assert tag["mcquic"].endswith(f"-v{mcquic.McquicCodec.version}-beam{mcquic.BEAM},adaptedlengths")
     assert tag["walloc"].split("-")[-1].startswith("v")
     monkeypatch.setattr(mcquic, "BEAM", 1)
-    assert _model_tags(["mcquic"], "image")["mcquic"].endswith("-beam1") and tag["mcquic"] != _model_tags(
-        ["mcquic"], "image")["mcquic"]
-    assert _settings("mcquic", {}) == "ncodec, encoder beam 1, bpp from the .nc file"
+    assert _model_tags(["mcquic"], "image")["mcquic"].endswith("-beam1,adaptedlengths") and tag["mcquic"] != \
+        _model_tags(["mcquic"], "image")["mcquic"]
+    assert _settings("mcquic", {}) == "ncodec, encoder beam 1, adapted lengths, bpp from the .nc file"
+    monkeypatch.setattr(mcquic, "ADAPTED_LENGTHS", False)
+    assert _model_tags(["mcquic"], "image")["mcquic"].endswith("-beam1")
     assert _settings("walloc", {}) == "ncodec, bpp from the .nc file"

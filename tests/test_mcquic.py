@@ -119,6 +119,7 @@ def test_version_1_files_decode_to_the_same_indices(models, photo, monkeypatch):
     from ncodec.api import _codec
     from ncodec.codecs import mcquic
 
+    monkeypatch.setattr(mcquic, "ADAPTED_LENGTHS", False)  # the same indices both ways
     v2 = ncodec.encode(photo, codec="mcquic", quality=100)
     with monkeypatch.context() as m:
         m.setattr(mcquic.McquicCodec, "version", 1)
@@ -374,3 +375,28 @@ def test_decoder_recipe_grows_resumes_and_keeps_the_base_bytes(tiny, photo, tmp_
         assert not np.array_equal(da, db) and psnr(da, db) > 25  # four small steps: close, not equal
     with pytest.raises(ModelMismatch, match="not a mcquic"):
         ncodec.encode(photo, codec="mcquic", options={"model": "walloc-image-v4"})
+
+
+def test_adapted_lengths_price_the_tiles_own_indices(photo, monkeypatch):
+    """Codec version 2's encoder prices indices with the adaptive coder's mixture of table and the tile's counts
+    (from a greedy first pass): the index a codebook used most gets cheaper than its table says, an unused one
+    dearer; files written with or without it decode (the bitstream does not depend on it)."""
+    import torch
+
+    from ncodec import zoo
+    from ncodec.codecs import mcquic
+    from ncodec.codecs.mcquic import RD_ALPHA, McquicModel
+
+    m = McquicModel.from_card(zoo.find("mcquic", "image", "mcquic-image-v2"))
+    x = torch.from_numpy(photo[:64, :96].copy()).permute(2, 0, 1)[None].float() / 255
+    codes = [c.numpy() for c in m.net.encode_codes(x, 3, m.cbs, m.code_bits, RD_ALPHA)]
+    adapted = m.adapted_lengths(codes)
+    counts = np.bincount(codes[0].reshape(-1), minlength=m.cfg.codebook_size)
+    top, unused = int(counts.argmax()), int(np.flatnonzero(counts == 0)[0])
+    assert adapted[0, top] < m.code_len[0, top] and adapted[0, unused] > m.code_len[0, unused]
+    assert torch.equal(adapted[m.bases[3]:], m.code_len[m.bases[3]:])  # codebooks without codes: their tables
+    crop = np.ascontiguousarray(photo[:64, :96])
+    for on in (True, False):
+        monkeypatch.setattr(mcquic, "ADAPTED_LENGTHS", on)
+        blob = ncodec.encode(crop, codec="mcquic", quality=60)
+        assert psnr(ncodec.decode(blob).data, crop) > 20

@@ -15,6 +15,7 @@ Codec params in HEAD: u16 tile size, u8 active codebooks n. The rate field holds
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 
@@ -39,6 +40,11 @@ RD_ALPHA = 0.5  # entropy-constrained index choice (encoder only; see McquicNet.
 # more at twice beam 4's time. The bitstream does not depend on it.
 BEAM = 4
 MAX_BEAM = 64
+# codec version 2's encoder: a greedy pass first counts the tile's indices, then the beam search prices each index
+# with the lengths of the mixture the adaptive coder will use (table and those counts) instead of the table alone,
+# so it leans towards the codewords this tile uses anyway. Bitstream unchanged; encoding ~1.3x slower. 8 Kodak
+# images at the bench's 9 qualities: BD-rate -3.2 % against pricing with the tables (every image -1.9 to -5.1 %).
+ADAPTED_LENGTHS = True
 
 
 class McquicModel:
@@ -85,16 +91,31 @@ class McquicModel:
         return self.bases[j] + context(self.cfg, j, codes, self.cluster_map, shape).reshape(-1)
 
     def code_bits(self, j: int, codes: list, shape: tuple[int, int, int],
-                  parent_codes: torch.Tensor | None = None) -> torch.Tensor:
+                  parent_codes: torch.Tensor | None = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B*h*w, K) code lengths of codebook j's indices given the indices chosen so far (encoder side; only
         j's parent in ``codes`` is read). ``parent_codes`` (B*h*w, P): candidate parent indices of the same scale
-        (the paths of a beam search) instead; then (B*h*w, P, K)."""
+        (the paths of a beam search) instead; then (B*h*w, P, K). ``lengths``: (tables, K) bits to use instead of
+        the tables' own (:meth:`adapted_lengths`)."""
+        lengths = self.code_len if lengths is None else lengths
         if parent_codes is not None:
             p = parent(self.cfg, j)
             ctx = torch.from_numpy(self.cluster_map[p])[parent_codes]
-            return self.code_len[self.bases[j] + ctx]
-        return self.code_len[torch.from_numpy(self.table_ids(j, [None if c is None else np.asarray(c) for c in codes],
-                                                             shape))]
+            return lengths[self.bases[j] + ctx]
+        return lengths[torch.from_numpy(self.table_ids(j, [None if c is None else np.asarray(c) for c in codes],
+                                                       shape))]
+
+    def adapted_lengths(self, codes: list[np.ndarray]) -> torch.Tensor:
+        """(tables, K) code lengths in bits of codebook version 2's mixture ``A * table + 2**16 * count`` with the
+        counts of each codebook's ``codes`` over the whole tile (codebooks without codes keep their tables')."""
+        from .mcquic_kernel import ADAPT
+
+        K = self.cfg.codebook_size
+        out = self.code_len.clone()
+        for j, c in enumerate(codes):
+            lo, hi = self.bases[j], self.bases[j + 1]
+            w = ADAPT * self.freqs[lo:hi, :K].astype(np.float64) + 2.0**16 * np.bincount(c.reshape(-1), minlength=K)
+            out[lo:hi] = torch.from_numpy(-np.log2(w / w.sum(1, keepdims=True))).float()
+        return out
 
     def grids(self, lengths: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
         """(coarse, fine) latent grid of a padded tile."""
@@ -109,7 +130,11 @@ class McquicModel:
     def encode_block(self, x: torch.Tensor, n: int, beam: int = BEAM, version: int = 2) -> bytes:
         """One unit's payload: codec ``version`` 2 (adaptive coding, :mod:`mcquic_kernel`) or 1 (the static
         tables' indexed streams)."""
-        codes = [c.numpy() for c in self.net.encode_codes(x, n, self.cbs, self.code_bits, RD_ALPHA, beam)]
+        bits = self.code_bits
+        if version >= 2 and ADAPTED_LENGTHS:
+            first = [c.numpy() for c in self.net.encode_codes(x, n, self.cbs, self.code_bits, RD_ALPHA, 1)]
+            bits = functools.partial(self.code_bits, lengths=self.adapted_lengths(first))
+        codes = [c.numpy() for c in self.net.encode_codes(x, n, self.cbs, bits, RD_ALPHA, beam)]
         if version == 1:
             return b"".join(encode_indexed(c.reshape(-1).astype(np.int32), self.table_ids(j, codes, c.shape),
                                            self.tables) for j, c in enumerate(codes))
@@ -173,7 +198,7 @@ class McquicCodec(Codec):
 
     @classmethod
     def encoder_settings(cls) -> str:
-        return f"beam {BEAM}"
+        return f"beam {BEAM}" + (", adapted lengths" if ADAPTED_LENGTHS and cls.version >= 2 else "")
 
     def model(self, model_id: str | None = None, weights_hash: bytes | None = None) -> McquicModel:
         return self.cached_model("image", model_id, weights_hash, McquicModel.from_card)
