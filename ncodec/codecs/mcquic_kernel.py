@@ -88,13 +88,13 @@ def code_codebook(encode, st, words, sym, tidx, freqs, cum, h, w, flags):
     """Encode (``encode`` true; ``sym`` read) or decode (``sym`` written) one codebook's indices.
 
     st: the range coder's state (5 entries encoding, 4 decoding), carried from codebook to codebook; words: the
-    encoder's output buffer (uint64, room for ``4 * h * w`` more words) or the decoder's input (uint32); sym
-    (h * w,) int64 row-major; tidx (h * w,) int64 static table of each index; freqs (tables, K + 1) int64, each
-    row summing to 2**16 (the escape, last, is never coded) and cum (tables, K + 2) their running sums;
-    flags: :func:`flag_prior` (updated). The CDF of an index, ``floor(C_s * (2**24 - K - 1) / S) + s``, is
-    evaluated only where needed (C_s from the static running sums and a Fenwick tree of the counts), so an index
-    costs O(log K), not O(K). Returns a status (OK, UNDECODABLE: no encoder writes these words, EXCLUDED: an
-    index equal to a missed candidate or the escape)."""
+    encoder's output buffer (uint64, room for ``(CANDIDATES + 1) * h * w`` more words: at most one per coded
+    symbol) or the decoder's input (uint32); sym (h * w,) int64 row-major; tidx (h * w,) int64 static table of
+    each index; freqs (tables, K + 1) int64, each row summing to 2**16 (the escape, last, is never coded) and cum
+    (tables, K + 2) their running sums; flags: :func:`flag_prior` (updated). The CDF of an index,
+    ``floor(C_s * (2**24 - K - 1) / S) + s``, is evaluated only where needed (C_s from the static running sums and
+    a Fenwick tree of the counts), so an index costs O(log K), not O(K). Returns a status (OK, UNDECODABLE: no
+    encoder writes these words, EXCLUDED: an index equal to a missed candidate or the escape)."""
     k1 = freqs.shape[1]
     span = _TOP - k1
     cnt = np.zeros(k1, np.int64)
@@ -208,7 +208,7 @@ def running_sums(freqs: np.ndarray) -> np.ndarray:
 
 def encode_unit(streams: list[tuple[np.ndarray, np.ndarray, int, int]], freqs: np.ndarray) -> np.ndarray:
     """[(indices (h * w,), static tables (h * w,), h, w) per codebook, in coding order] -> uint32 words."""
-    n = sum(4 * h * w for _, _, h, w in streams) + 2
+    n = sum((CANDIDATES + 1) * h * w for _, _, h, w in streams) + 2  # at most one word per coded symbol
     out = np.zeros(n, np.uint64)
     st = np.zeros(5, np.uint64)
     re_init(st)
