@@ -133,11 +133,12 @@ def regenerate(root: Path = ROOT, only: set[str] | None = None) -> list[dict]:
     if want("vqgan"):
         vqgan_model = zoo.find("vqgan", "image").id
         big = np.ascontiguousarray(skdata.astronaut()[40:232, 120:376])  # 192 x 256: 12 x 16 indices
+        # codec version 3 (adaptive index coding): new names, so the version 1 and 2 vectors of the same model stay
         for q in (0, 57, 100):
             blob = api.encode(big, codec="vqgan", quality=q, name="astronaut-crop.png")
-            entries.append(_vector(root, "vqgan", f"{vqgan_model}-astronaut-q{q}", blob, "png"))
+            entries.append(_vector(root, "vqgan", f"{vqgan_model}-adaptive-astronaut-q{q}", blob, "png"))
         blob = api.encode(big, codec="vqgan", quality=100, name="astronaut-crop.png", options={"redundancy": 16})
-        entries.append(_vector(root, "vqgan", f"{vqgan_model}-astronaut-q100-redundancy16", blob, "png"))
+        entries.append(_vector(root, "vqgan", f"{vqgan_model}-adaptive-astronaut-q100-redundancy16", blob, "png"))
     if want("pc"):
         from .codecs.pc import PcCodec
 

@@ -68,6 +68,8 @@ def test_export_card_pins_hash_and_reports_rungs(models, tiny):
 
 
 def test_quality_picks_the_rung_and_rate_falls(models, photo):
+    from ncodec.api import _codec
+
     sizes = []
     for q in (100, 50, 0):
         blob = ncodec.encode(photo, codec="vqgan", quality=q)
@@ -78,8 +80,9 @@ def test_quality_picks_the_rung_and_rate_falls(models, photo):
         f = container.read(blob)
         assert len(f.units) == 4 and f.header.params[2] == {100: 0, 50: 1, 0: 2}[q]
         assert sum(u.key[2] for u in f.units) == (96 // 16) * (128 // 16)  # every index in one group
-        sizes.append(len(blob))
-    assert sizes[0] > sizes[2]
+        sizes.append((len(blob), _codec("vqgan").bits(f.header, f.units)["context_bits"]))
+    # the tiny model's 12-index groups fill one or two 32-bit words at any rung: the bytes may tie
+    assert sizes[0][0] >= sizes[2][0] and sizes[0][1] > sizes[2][1]
 
 
 def test_bpp_target_is_met_from_file_bytes(models, photo):
@@ -204,7 +207,8 @@ def test_redundancy_units_carry_the_clusters(models, photo, decode_with_threads)
     plain = ncodec.encode(photo, codec="vqgan", quality=100)
     blob = ncodec.encode(photo, codec="vqgan", quality=100, options={"redundancy": 8})  # tiny ladder: 32, 16, 8
     f = container.read(blob)
-    assert f.header.codec_version == 2 and container.read(plain).header.codec_version == 1
+    assert f.header.codec_version == container.read(plain).header.codec_version == 3
+    assert container.read(plain).header.params[4] == 255  # no redundancy units
     assert f.header.params[4] == 2 and len(f.units) == 8 and [u.key[1] for u in f.units] == list(range(8))
     assert len(plain) < len(blob)
     clean = ncodec.decode(plain).data
@@ -246,9 +250,60 @@ def test_redundancy_at_or_above_the_rung_repeats_the_indices(models, photo):
     codec = ncodec.api._codec("vqgan")
     with pytest.raises(CorruptFile):  # a cluster rung finer than the index rung
         codec.decode(replace(low.header, params=low.header.params[:4] + bytes([1])), low.units)
-    v1 = container.read(ncodec.encode(photo, codec="vqgan", quality=100))
-    with pytest.raises(CorruptFile):  # redundancy units in a version 1 file
-        codec.decode(v1.header, v1.units + [container.Unit((0, 4, 12, 0), v1.units[0].data)])
+    plain = container.read(ncodec.encode(photo, codec="vqgan", quality=100))
+    with pytest.raises(CorruptFile):  # redundancy units in a file that has none
+        codec.decode(plain.header, plain.units + [container.Unit((0, 4, 12, 0), plain.units[0].data)])
+
+
+@pytest.mark.parametrize("redundancy", [None, 8])
+def test_version_3_codes_the_same_indices_as_versions_1_and_2(models, photo, monkeypatch, redundancy):
+    """Codec version 3 (adaptive coding) carries the same indices and pixels; older files still decode."""
+    from ncodec.api import _codec
+    from ncodec.codecs.vqgan import VqganCodec
+
+    codec = _codec("vqgan")
+    opts = {"redundancy": redundancy} if redundancy else {}
+    new = container.read(ncodec.encode(photo, codec="vqgan", quality=100, options=opts))
+    with monkeypatch.context() as m:
+        m.setattr(VqganCodec, "version", 2)
+        old_blob = ncodec.encode(photo, codec="vqgan", quality=100, options=opts)
+    old = container.read(old_blob)
+    assert (old.header.codec_version, new.header.codec_version) == (2 if redundancy else 1, 3)
+    assert codec.symbols_digest(old.header, old.units) == codec.symbols_digest(new.header, new.units)
+    assert np.array_equal(ncodec.decode(old_blob).data, ncodec.decode(container.write(new.header, new.units)).data)
+    assert [u.key for u in old.units] == [u.key for u in new.units]
+    model = codec.model()
+    for r in range(len(model.cfg.rungs)):  # the kernel's rows: the tables with an escape of 1 taken from the top
+        rows = model.adaptive_freqs(r)
+        assert rows.shape == (model.bases[r + 1] - model.bases[r], model.cfg.rungs[r] + 1)
+        assert np.all(rows.sum(1) == 1 << 16) and np.all(rows[:, -1] == 1) and rows[:, :-1].min() >= 1
+
+
+def test_version_3_group_coding_round_trips_and_damage_fails_cleanly(models):
+    from ncodec.api import _codec
+    from ncodec.codecs.vqgan import group_shape
+
+    model = _codec("vqgan").model()
+    rng = np.random.default_rng(0)
+    for r, k in enumerate(model.cfg.rungs):
+        for shape in [(0, 3), (1, 1), (5, 7), (30, 40)]:  # 30 x 40: past the 2048 indices that halve the counts
+            sub = rng.integers(0, k, shape)
+            sub[:, 1::2] = sub[:, ::2][:, : sub[:, 1::2].shape[1]]  # repeats, so that neighbour matches occur
+            data = model.encode_group(sub, r)
+            assert np.array_equal(model.decode_group(data, r, shape), sub)
+            with pytest.raises(CorruptFile):
+                model.decode_group(data + b"\0", r, shape)
+    data = bytearray(model.encode_group(rng.integers(0, 32, (6, 8)), 0))
+    for pos in range(1, len(data)):  # damaged words decode to something or fail cleanly, never crash
+        bad = bytearray(data)
+        bad[pos] ^= 0x5A
+        try:
+            model.decode_group(bytes(bad), 0, (6, 8))
+        except CorruptFile:
+            pass
+    with pytest.raises(ValueError):
+        model.encode_group(np.array([[32]]), 0)
+    assert group_shape(12, 16, 1) == (6, 8)
 
 
 def test_cli_round_trip_drop_indices_and_clean_errors(models, photo_png, tmp_path):

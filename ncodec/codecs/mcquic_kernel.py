@@ -25,7 +25,7 @@ from numba import njit
 
 from ..entropy.range_coder import PRECISION, rd_init, rd_symbol, re_finish, re_init, re_symbol
 
-ADAPT = 2048  # weight A of the static table against one observed index (2**16 units each)
+ADAPT = 2048  # mcquic's weight A of the static table against one observed index (2**16 units each); vqgan: 512
 NEIGHBOURS = ((0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0))  # (dy, dx) of the candidates' places
 CANDIDATES = 4  # neighbour values tried per index
 HALVE_AT = 2048  # counts are halved when they sum to this
@@ -74,9 +74,9 @@ def _fenwick_add(fen, s, v):
 
 
 @njit(cache=True, nogil=True)
-def _cum(s, t, cum, fen, excl, wexcl, ne):
+def _cum(s, t, cum, fen, excl, wexcl, ne, adapt):
     """Weight of the indices below ``s``: static part, counts, minus the missed candidates below ``s``."""
-    c = ADAPT * cum[t, s] + (_count_below(fen, s) << 16)
+    c = adapt * cum[t, s] + (_count_below(fen, s) << 16)
     for k in range(ne):
         if excl[k] < s:
             c -= wexcl[k]
@@ -84,13 +84,15 @@ def _cum(s, t, cum, fen, excl, wexcl, ne):
 
 
 @njit(cache=True, nogil=True)
-def code_codebook(encode, st, words, sym, tidx, freqs, cum, h, w, flags):
+def code_codebook(encode, st, words, sym, tidx, freqs, cum, h, w, flags, classes, n_cls, adapt):
     """Encode (``encode`` true; ``sym`` read) or decode (``sym`` written) one codebook's indices.
 
     st: the range coder's state (5 entries encoding, 4 decoding), carried from codebook to codebook; words: the
     encoder's output buffer (uint64, room for ``(CANDIDATES + 1) * h * w`` more words: at most one per coded
     symbol) or the decoder's input (uint32); sym (h * w,) int64 row-major; tidx (h * w,) int64 static table of
-    each index; freqs (tables, K + 1) int64, each row summing to 2**16 (the escape, last, is never coded) and cum
+    each index, or, where ``n_cls >= 0`` (vqgan's groups), computed here from the indices already coded:
+    ``(n_cls + 1) * L + U``, L and U 0 at the grid's edge, else ``1 + classes[index]`` of the left / upper
+    neighbour; freqs (tables, K + 1) int64, each row summing to 2**16 (the escape, last, is never coded) and cum
     (tables, K + 2) their running sums; flags: :func:`flag_prior` (updated). The CDF of an index,
     ``floor(C_s * (2**24 - K - 1) / S) + s``, is evaluated only where needed (C_s from the static running sums and
     a Fenwick tree of the counts), so an index costs O(log K), not O(K). Returns a status (OK, UNDECODABLE: no
@@ -111,7 +113,10 @@ def code_codebook(encode, st, words, sym, tidx, freqs, cum, h, w, flags):
     for i in range(h * w):
         y = i // w
         x = i - y * w
-        t = tidx[i]
+        if n_cls < 0:
+            t = tidx[i]
+        else:
+            t = (n_cls + 1) * (classes[sym[i - 1]] + 1 if x else 0) + (classes[sym[i - w]] + 1 if y else 0)
         nc = 0
         for dy, dx in NEIGHBOURS:
             yy, xx = y + dy, x + dx
@@ -134,12 +139,12 @@ def code_codebook(encode, st, words, sym, tidx, freqs, cum, h, w, flags):
                 cand[j], mult[j] = cand[j - 1], mult[j - 1]
                 j -= 1
             cand[j], mult[j] = v, m
-        total = ADAPT * (1 << 16) + (seen << 16)
+        total = adapt * (1 << 16) + (seen << 16)
         value = -1
         ne = 0
         for k in range(min(nc, CANDIDATES)):
             v = cand[k]
-            wv = ADAPT * freqs[t, v] + (cnt[v] << 16)
+            wv = adapt * freqs[t, v] + (cnt[v] << 16)
             b = _bucket(wv, total)
             m = min(mult[k], 3) - 1
             miss, hit = flags[m, b, 0], flags[m, b, 1]
@@ -169,18 +174,18 @@ def code_codebook(encode, st, words, sym, tidx, freqs, cum, h, w, flags):
                 lo, hi = 0, k1
                 while hi - lo > 1:
                     mid = (lo + hi) >> 1
-                    if (_cum(mid, t, cum, fen, excl, wexcl, ne) * span) // total + mid <= q:
+                    if (_cum(mid, t, cum, fen, excl, wexcl, ne, adapt) * span) // total + mid <= q:
                         lo = mid
                     else:
                         hi = mid
                 value = lo
-            wv = ADAPT * freqs[t, value] + (cnt[value] << 16)
+            wv = adapt * freqs[t, value] + (cnt[value] << 16)
             for k in range(ne):
                 if excl[k] == value:
                     wv = 0
             if value == k1 - 1 or wv == 0:
                 return EXCLUDED
-            c = _cum(value, t, cum, fen, excl, wexcl, ne)
+            c = _cum(value, t, cum, fen, excl, wexcl, ne, adapt)
             one[0, 0] = np.uint64((c * span) // total + value)
             one[0, 1] = np.uint64(((c + wv) * span) // total + value + 1)
             if encode:
@@ -206,8 +211,13 @@ def running_sums(freqs: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros((len(freqs), 1), np.int64), np.cumsum(freqs, axis=1)], axis=1)
 
 
-def encode_unit(streams: list[tuple[np.ndarray, np.ndarray, int, int]], freqs: np.ndarray) -> np.ndarray:
-    """[(indices (h * w,), static tables (h * w,), h, w) per codebook, in coding order] -> uint32 words."""
+_NO_CLASSES = np.zeros(0, np.int64)
+
+
+def encode_unit(streams: list[tuple[np.ndarray, np.ndarray, int, int]], freqs: np.ndarray,
+                classes: np.ndarray = _NO_CLASSES, n_cls: int = -1, adapt: int = ADAPT) -> np.ndarray:
+    """[(indices (h * w,), static tables (h * w,), h, w) per codebook, in coding order] -> uint32 words; with
+    ``n_cls >= 0`` the tables are chosen from the neighbours' ``classes`` instead (:func:`code_codebook`)."""
     n = sum((CANDIDATES + 1) * h * w for _, _, h, w in streams) + 2  # at most one word per coded symbol
     out = np.zeros(n, np.uint64)
     st = np.zeros(5, np.uint64)
@@ -215,25 +225,30 @@ def encode_unit(streams: list[tuple[np.ndarray, np.ndarray, int, int]], freqs: n
     cum = running_sums(freqs)
     for sym, tidx, h, w in streams:
         status = code_codebook(True, st, out, np.ascontiguousarray(sym, np.int64), np.ascontiguousarray(tidx, np.int64),
-                               freqs, cum, h, w, flag_prior())
+                               freqs, cum, h, w, flag_prior(), classes, n_cls, adapt)
         if status != OK:
             raise ValueError("an index the adaptive model cannot code (an escape or out of range)")
-    return out[: re_finish(st, out)].astype(np.uint32)
+    n = re_finish(st, out)
+    while n and out[n - 1] == 0:  # trailing zero words (often the seal's second) are left out: decoders read
+        n -= 1  # the words past the end as zeros (rd_init, rd_symbol)
+    return out[:n].astype(np.uint32)
 
 
 class Decoder:
     """Decode a unit's words codebook by codebook (the static tables of codebook j depend on those before it)."""
 
-    def __init__(self, words: np.ndarray, freqs: np.ndarray):
+    def __init__(self, words: np.ndarray, freqs: np.ndarray, adapt: int = ADAPT):
         self.words = np.ascontiguousarray(words, np.uint32)
         self.freqs = freqs
         self.cum = running_sums(freqs)
+        self.adapt = adapt
         self.st = np.zeros(4, np.uint64)
         rd_init(self.words, self.st)
 
-    def codebook(self, tidx: np.ndarray, h: int, w: int) -> tuple[np.ndarray, int]:
-        """(indices (h * w,) int64, status)."""
+    def codebook(self, tidx: np.ndarray, h: int, w: int, classes: np.ndarray = _NO_CLASSES,
+                 n_cls: int = -1) -> tuple[np.ndarray, int]:
+        """(indices (h * w,) int64, status); ``n_cls >= 0``: tables from the neighbours' classes, ``tidx`` unused."""
         sym = np.zeros(h * w, np.int64)
         status = code_codebook(False, self.st, self.words, sym, np.ascontiguousarray(tidx, np.int64), self.freqs,
-                               self.cum, h, w, flag_prior())
+                               self.cum, h, w, flag_prior(), classes, n_cls, self.adapt)
         return sym, status

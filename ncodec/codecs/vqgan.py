@@ -21,6 +21,11 @@ survived is recovered by the transformer among the codewords of that cluster onl
 and independently 20 % of the clusters lost, K = 1024 (docs/results.md): MS-SSIM -0.049 -> -0.017 against the
 undamaged decode with 32 clusters (+47 % bytes), -0.020 with 16 (+39 %).
 Params (version 2): u16 tile size, u8 rung, u8 groups (4), u8 cluster rung.
+
+Codec version 3 (written since stop 35) codes each group with mcquic's adaptive model (``mcquic_kernel``; FORMAT.md
+section 11): the same context table per index, mixed with the counts of the indices the group has coded so far,
+and the neighbours' indices (within the group) tried first with adaptive flags. The same indices as versions 1
+and 2 in 3-6 % fewer bytes on Kodak; cluster rung 255 in the params means no redundancy units.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ import torch.nn.functional as F
 from .. import zoo
 from ..container import Header, MediaKind, RateKind, Unit
 from ..entropy import TableSet, encode_sequence
-from ..entropy.coding import sequence_decoder
+from ..entropy.coding import _bytes_to_words, _words_to_bytes, sequence_decoder
 from ..errors import BadInput, CorruptFile, ModelMismatch, UnsupportedVersion
 from ..registry import register_codec
 from .base import Codec, Encoded, Rate, image_tiles, tiles
@@ -42,6 +47,10 @@ from .vqgan_net import IndexTransformer, TransformerConfig, VqganConfig, VqganNe
 
 TILE = 1024
 GROUPS = 4
+# codec version 3: the weight of a group's context table against one coded index (mcquic_kernel's A; mcquic uses
+# 2048). 8 Kodak images, payload against version 1 at K = 1024 / 128 / 16: A = 2048 -4.0 / -5.3 / -5.3 %, 512 -4.1 /
+# -6.1 / -6.6 %, 256 -3.2 / -6.1 / -6.4 %, 128 -1.2 / -5.5 / -6.6 %. Part of the format.
+ADAPT = 512
 PARAMS_V1, PARAMS_V2 = struct.Struct("<HBB"), struct.Struct("<HBBB")  # v2: + the cluster rung of the redundancy
 PHASES = [(0, 0), (1, 1), (0, 1), (1, 0)]  # group -> (row parity, column parity)
 
@@ -104,6 +113,7 @@ class VqganModel:
                 raise ModelMismatch(f"rung {r} tables must have {k} entries")
         self._rows: dict[int, np.ndarray] = {}
         self._cluster_maps: dict[tuple, np.ndarray] = {}
+        self._adaptive: dict[int, np.ndarray] = {}
         self.marginal = [tensors[f"rung{r}.marginal"].numpy() for r in range(len(cfg.rungs))
                          if f"rung{r}.marginal" in tensors] or None
 
@@ -152,27 +162,55 @@ class VqganModel:
 
     # ------------------------------------------------------------------------------------------- one tile
     @torch.no_grad()
-    def encode_tile(self, x: torch.Tensor, r: int, c: int | None = None) -> list[bytes]:
+    def encode_tile(self, x: torch.Tensor, r: int, c: int | None = None, version: int = 3) -> list[bytes]:
         """Padded tile (1, 3, H, W) -> one payload per phase group (nearest-codeword indices: an
         entropy-constrained choice measured -1 % rate at K = 1024 and cost MS-SSIM at K = 8, see the card), then
         with a cluster rung ``c`` one payload per group of the indices' rung-c clusters."""
         idx = encode_indices(self.net, x, self.codebooks[r])[0].numpy()
-        out = [self.encode_group(idx[py::2, px::2], r) for py, px in PHASES]
+        out = [self.encode_group(idx[py::2, px::2], r, version) for py, px in PHASES]
         if c is not None:
             hints = self.cluster_map(r, c)[idx]
-            out += [self.encode_group(hints[py::2, px::2], c) for py, px in PHASES]
+            out += [self.encode_group(hints[py::2, px::2], c, version) for py, px in PHASES]
         return out
 
-    def encode_group(self, sub: np.ndarray, r: int) -> bytes:
+    def adaptive_freqs(self, r: int) -> np.ndarray:
+        """Codec version 3: rung r's context tables as (tables, K_r + 1) int64 rows for :mod:`mcquic_kernel`, an
+        escape of 1 (never coded) taken from each row's largest entry (the first, if tied), still summing to 2**16."""
+        if r not in self._adaptive:
+            rows = np.stack([self.tables.table(t) for t in range(self.bases[r], self.bases[r + 1])]).astype(np.int64)
+            rows[np.arange(len(rows)), rows.argmax(1)] -= 1
+            self._adaptive[r] = np.concatenate([rows, np.ones((len(rows), 1), np.int64)], 1)
+        return self._adaptive[r]
+
+    def encode_group(self, sub: np.ndarray, r: int, version: int = 3) -> bytes:
+        """One group's payload: codec ``version`` 3 (adaptive coding) or 1-2 (the context tables as they are)."""
+        if version >= 3:
+            from .mcquic_kernel import encode_unit
+
+            hs, ws = sub.shape
+            if sub.size and not 0 <= sub.min() <= sub.max() < self.cfg.rungs[r]:
+                raise ValueError("index outside the rung")
+            return _words_to_bytes(encode_unit([(sub.reshape(-1), np.zeros(0, np.int64), hs, ws)],
+                                               self.adaptive_freqs(r), self.classes[r], self.n_classes(r), ADAPT))
         tid = self.table_ids(r, sub).reshape(-1)
         return encode_sequence(sub.reshape(-1), np.stack([self.probs(t) for t in tid.tolist()])
                                if tid.size else np.zeros((0, self.cfg.rungs[r])))
 
-    def decode_group(self, data: bytes, r: int, shape: tuple[int, int]) -> np.ndarray:
+    def decode_group(self, data: bytes, r: int, shape: tuple[int, int], version: int = 3) -> np.ndarray:
         """Entropy-decode one group (integers only): its (hs, ws) sub-grid of indices, in raster order, each
         index's table chosen from the already decoded left and upper neighbours."""
         hs, ws = shape
         c, cls, base = self.n_classes(r), self.classes[r], self.bases[r]
+        if version >= 3:
+            from .mcquic_kernel import OK, Decoder
+
+            words, end = _bytes_to_words(data, 0)
+            if end != len(data):
+                raise CorruptFile(f"{len(data) - end} unexpected bytes at the end of a unit; the file is damaged")
+            sym, status = Decoder(words, self.adaptive_freqs(r), ADAPT).codebook(np.zeros(0, np.int64), hs, ws, cls, c)
+            if status != OK:
+                raise CorruptFile("a group's indices cannot be decoded; the file is damaged")
+            return sym.reshape(hs, ws)
         sub = np.zeros((hs, ws), np.int64)
         import constriction
 
@@ -236,7 +274,8 @@ class VqganModel:
 
 @register_codec("vqgan")
 class VqganCodec(Codec):
-    version = 2  # 2: redundancy units (cluster hints); files without them are written as version 1
+    version = 3  # 2: redundancy units (cluster hints); 3: adaptive index coding (written since stop 35)
+    NO_CLUSTERS = 255  # version 3's cluster rung when there are no redundancy units
     media = ("image",)
     default_quality = 100.0
     quality_search = True  # --bpp: ncodec.api searches the quality (ladder rung) on the final file size
@@ -257,11 +296,13 @@ class VqganCodec(Codec):
         units = []
         for t, (key, x) in enumerate(image_tiles(data, TILE, model.cfg.stride)):
             gh, gw = x.shape[2] // model.cfg.stride, x.shape[3] // model.cfg.stride
-            for g, payload in enumerate(model.encode_tile(x, r, c)):
+            for g, payload in enumerate(model.encode_tile(x, r, c, self.version)):
                 hs, ws = group_shape(gh, gw, g % GROUPS)
                 units.append(Unit((t, g, hs * ws, 0), payload))
-        params = PARAMS_V1.pack(TILE, r, GROUPS) if c is None else PARAMS_V2.pack(TILE, r, GROUPS, c)
-        header = Header(MediaKind.IMAGE, self.codec_id, 1 if c is None else 2, (h, w, 3), card.id, card.hash8,
+        version = self.version if self.version >= 3 else 1 if c is None else 2  # older versions: tests only
+        params = (PARAMS_V1.pack(TILE, r, GROUPS) if version == 1
+                  else PARAMS_V2.pack(TILE, r, GROUPS, self.NO_CLUSTERS if c is None else c))
+        header = Header(MediaKind.IMAGE, self.codec_id, version, (h, w, 3), card.id, card.hash8,
                         RateKind.QUALITY, q, 8, 2, params=params)
         return Encoded(header, units, {})  # no meta chunk: at 0.02 bpp its bytes would be 5 % of the file
 
@@ -275,6 +316,8 @@ class VqganCodec(Codec):
         try:
             if header.codec_version >= 2:
                 tile, r, groups, c = PARAMS_V2.unpack(header.params)
+                if header.codec_version >= 3 and c == self.NO_CLUSTERS:
+                    c = None
             else:
                 (tile, r, groups), c = PARAMS_V1.unpack(header.params), None
         except struct.error:
@@ -285,12 +328,12 @@ class VqganCodec(Codec):
             raise CorruptFile(f"vqgan cluster rung {c} does not describe rung {r}")
         return r, c
 
-    def _tiles(self, header: Header, units: list[Unit], model: VqganModel):
+    def _tiles(self, header: Header, units: list[Unit], model: VqganModel, c: int | None):
         """Yield (tile key (y0, x0, th, tw), index grid (gh, gw), {group: unit data or None})."""
         h, w, _ = header.shape
         grid = [(y0, x0, th, tw) for y0, th in tiles(h, TILE) for x0, tw in tiles(w, TILE)]
         found: dict[int, dict[int, bytes | None]] = {}
-        n_groups = 2 * GROUPS if header.codec_version >= 2 else GROUPS  # 4..7: the redundancy units
+        n_groups = GROUPS if c is None else 2 * GROUPS  # 4..7: the redundancy units
         for unit in units:
             t, g, count, _ = unit.key
             if t >= len(grid) or g >= n_groups:
@@ -310,16 +353,17 @@ class VqganCodec(Codec):
         """Yield (tile key, index grid, known mask, cluster grid or None) with lost groups (and ``drop`` of the
         indices, then independently ``drop`` of the clusters) unknown; unknown clusters are -1."""
         rng = np.random.default_rng(seed)
-        for key, (gh, gw), groups in self._tiles(header, units, model):
+        for key, (gh, gw), groups in self._tiles(header, units, model, c):
             idx = np.zeros((gh, gw), np.int64)
             known = np.zeros((gh, gw), bool)
             hints = None if c is None else np.full((gh, gw), -1, np.int64)
             for g, (py, px) in enumerate(PHASES):
                 if groups.get(g) is not None:
-                    idx[py::2, px::2] = model.decode_group(groups[g], r, group_shape(gh, gw, g))
+                    idx[py::2, px::2] = model.decode_group(groups[g], r, group_shape(gh, gw, g), header.codec_version)
                     known[py::2, px::2] = True
                 if hints is not None and groups.get(GROUPS + g) is not None:
-                    hints[py::2, px::2] = model.decode_group(groups[GROUPS + g], c, group_shape(gh, gw, g))
+                    hints[py::2, px::2] = model.decode_group(groups[GROUPS + g], c, group_shape(gh, gw, g),
+                                                             header.codec_version)
             if drop > 0:
                 lost = rng.choice(idx.size, int(round(drop * idx.size)), replace=False)
                 known.reshape(-1)[lost] = False
