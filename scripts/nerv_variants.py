@@ -2,7 +2,7 @@
 PSNR of the float network and of the quantised one with nearest rounding, before nerv's learned rounding).
 
 Usage: python scripts/nerv_variants.py TAG Q [Q ...] [--out FILE.jsonl] [--frames N] [--budget S]
-                                      [--bits B|rising] [--qat-bits N] [--codec nirvana]
+                                      [--bits B|rising] [--qat-bits N] [--codec nirvana] [--epochs E]
        python scripts/nerv_variants.py TAG Q --step-time    (ms per fitting step of 4 frames, 416x240, no file)
 
 The video is basketballpass (50 frames, 416x240, ../shared/corpus/train/video), never foreman. The variants of
@@ -34,6 +34,7 @@ ap.add_argument("--bits", default=None, help="bits of the step rule at every qua
                 "'rising': 6 / 7 / 8 below q30 / below q60 / above, as before stop 33)")
 ap.add_argument("--codec", default="nerv", choices=["nerv", "nirvana"])
 ap.add_argument("--qat-bits", type=int, default=None, help="QAT at this many bits or fewer (default: QAT_BITS)")
+ap.add_argument("--epochs", type=int, default=None, help="epochs per intra group (default: the codec's)")
 ap.add_argument("--step-time", action="store_true")
 ap.add_argument("--profile", action="store_true", help="with --step-time: torch.profiler's table of 10 steps")
 args = ap.parse_args()
@@ -42,6 +43,7 @@ if args.bits is not None:
     cls.bits = None if args.bits == "rising" else int(args.bits)
 if args.qat_bits is not None:
     nerv.QAT_BITS = args.qat_bits
+
 
 if args.step_time:  # one fitting step (forward, backward, Adam) as _Fitter.fit runs it, bf16 where it would be
     import torch.nn.functional as F
@@ -127,13 +129,14 @@ nerv._Fitter.fit, nerv._Fitter.learn_rounding = logged_fit, logged_rounding
 for q in args.q:
     log.clear()
     t0 = time.time()
-    opts = {"time_budget": args.budget} if args.budget else None
+    opts = {**({"time_budget": args.budget} if args.budget else {}), **({"epochs": args.epochs} if args.epochs else {})}
     blob = ncodec.encode(clip, codec=args.codec, media="video", quality=q, fps=50, options=opts)
     enc_s = time.time() - t0
     dec = ncodec.decode(blob).data
     row = {"tag": args.tag, "codec": args.codec, "frames": len(frames), "q": q, "bytes": len(blob),
            "bpp": round(8 * len(blob) / clip[..., 0].size, 5), "psnr": round(_psnr_frames(frames, dec), 3),
-           "enc_s": round(enc_s, 1), **log, "bits": args.bits, "qat_bits": args.qat_bits,
+           "enc_s": round(enc_s, 1), **log, "bits": args.bits, "qat_bits": args.qat_bits, "epochs": args.epochs,
+           "qat_every_group": nerv.QAT_BITS >= 8,
            "env": {k: v for k, v in os.environ.items() if k.startswith("NX_")}}
     print(json.dumps(row), flush=True)
     with open(args.out, "a") as f:

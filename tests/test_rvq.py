@@ -387,8 +387,41 @@ def test_codes_never_cost_more_than_the_nominal_bitrate():
     flags = np.unpackbits(np.frombuffer(f.units[0].data[:2], np.uint8), count=12, bitorder="little")
     assert 0 < flags.sum() < 12
     model = RvqCodec().model(f.header.model_id)
-    codes = RvqCodec()._unit_codes(model, f.units[0], (12,), 0, 150, 2)[0]
+    codes = RvqCodec()._unit_codes(model, f.units[0], (12,), 0, 150, f.header.codec_version)[0]
     assert np.array_equal(model.cheaper_uniform(codes), flags.astype(bool))
+
+
+def test_version_4_codes_the_same_codes_in_fewer_bytes(monkeypatch):
+    """Codec version 4 (adaptive coding of the codes) carries the same codes and samples as version 3, in fewer
+    bytes where codes repeat; damaged streams fail cleanly; version 3 files still decode."""
+    from ncodec.codecs.rvq import RvqCodec
+
+    sig = _signal(22050, 2, 6)  # two units, stereo: mid and side rows
+    new = ncodec.encode(sig, codec="rvq", bitrate=6, sample_rate=22050)
+    with monkeypatch.context() as m:
+        m.setattr(RvqCodec, "version", 3)
+        old = ncodec.encode(sig, codec="rvq", bitrate=6, sample_rate=22050)
+    fo, fn = container.read(old), container.read(new)
+    assert (fo.header.codec_version, fn.header.codec_version) == (3, 4)
+    codec = RvqCodec()
+    assert codec.symbols_digest(fo.header, fo.units) == codec.symbols_digest(fn.header, fn.units)
+    assert np.array_equal(ncodec.decode(old).data, ncodec.decode(new).data)
+    assert len(new) < len(old)
+    model = codec.model(fn.header.model_id)
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(0, 1024, 40), np.repeat(rng.integers(0, 1024, 8), 5), np.zeros(0, np.int64)]
+    rows[2] = rows[1][::-1].copy()
+    data = b"\x07" + model.encode_rows(rows, [0, 3, model.uniform])
+    assert np.array_equal(model.decode_rows(data, 1, np.array([0, 3, model.uniform]), 40), np.concatenate(rows))
+    with pytest.raises(CorruptFile):
+        model.decode_rows(data + b"\0", 1, np.array([0, 3, model.uniform]), 40)
+    for pos in range(2, len(data)):  # damaged words: some codes or a clean error, never a crash
+        bad = bytearray(data)
+        bad[pos] ^= 0x5A
+        try:
+            model.decode_rows(bytes(bad), 1, np.array([0, 3, model.uniform]), 40)
+        except CorruptFile:
+            pass
 
 
 def test_version_3_cross_fades_join_neighbouring_units_in_phase(tmp_path):
@@ -401,7 +434,11 @@ def test_version_3_cross_fades_join_neighbouring_units_in_phase(tmp_path):
     from ncodec.codecs.rvq import OVERLAP, RvqCodec
 
     sig = _signal(16000, 1, 7)
-    blob = ncodec.encode(sig, codec="rvq", bitrate=6, sample_rate=16000)
+    RvqCodec.version, saved = 3, RvqCodec.version  # version 3 bytes, so that version 2 can read them too
+    try:
+        blob = ncodec.encode(sig, codec="rvq", bitrate=6, sample_rate=16000)
+    finally:
+        RvqCodec.version = saved
     f = container.read(blob)
     assert f.header.codec_version == 3 and len(f.units) == 2
     codec = RvqCodec()
@@ -471,7 +508,11 @@ def test_last_unit_shorter_than_the_overlap_decodes(tmp_path, seconds):
     from ncodec.codecs.rvq import RvqCodec
 
     sig = _signal(16000, 1, seconds)
-    blob = ncodec.encode(sig, codec="rvq", bitrate=6, sample_rate=16000)
+    RvqCodec.version, saved = 3, RvqCodec.version  # version 3 bytes, so that version 2 can read them too
+    try:
+        blob = ncodec.encode(sig, codec="rvq", bitrate=6, sample_rate=16000)
+    finally:
+        RvqCodec.version = saved
     f = container.read(blob)
     assert f.units[-1].key[3] < 3
     full = ncodec.decode(blob).data

@@ -16,9 +16,11 @@ depthwise-separable residual conv after it.
 ``nirvana``: groups of 30 frames (nerv: 60) with widths scaled by sqrt(group / 60), so about as many parameters
 per frame as nerv; group k's network starts from group k-1's fitted weights (a third of the steps) and is
 coded as the integer residual of its quantised weights against group k-1's, on group k-1's quantisation
-steps; every ``intra`` groups one is coded alone, so random access and damage stay bounded. The last quarter of
-each group's steps trains through the quantiser (straight-through), as NIRVANA's quantisation-aware training.
-The paper's patch-wise prediction is not done: frames are predicted whole.
+steps; every ``intra`` groups one is coded alone, so random access and damage stay bounded. Until stop 35 the
+last quarter of each group's steps trained through the quantiser (straight-through), as NIRVANA's
+quantisation-aware training; since then its weights are rounded as nerv's (learned rounding after the fit), and it
+fits 1350 epochs per intra group instead of 900: 18 % fewer bits at equal PSNR (foreman, docs/results.md). The paper's patch-wise prediction is not done:
+frames are predicted whole.
 
 ``prune`` (nerv): after 85% of the fitting time the smallest weight-matrix entries (a global magnitude
 threshold) are set to zero and the rest fine-tuned with them held at zero, as NeRV prunes before quantising;
@@ -49,11 +51,12 @@ UP = 32  # total upsampling: four blocks (x2 each) and the pixel-shuffled head (
 N_BLOCKS = 4
 N_SCALES = 64
 SCALE_MIN, SCALE_MAX = 0.05, 2000.0
-# nerv trains the last quarter of its fit through the quantiser (as nirvana always does) when the weights get this
-# many bits or fewer. Stop 23-31: 6, so quality < 30 (6 bits) used QAT, which then beat fitting, rounding and the
-# small-tensor re-fit (basketballpass 22.49 -> 24.20 dB at 0.0271 -> 0.0275 bpp). Since stop 32 (learn_rounding)
-# no quality does: at q5, 6 bits, default budget, QAT 0.0198 bpp / 24.00 dB against 0.0238 / 25.31 without it on
-# basketballpass, and on foreman (60 frames, the bench) 0.0195 / 26.38 against 0.0188 / 27.15.
+# nerv and nirvana train the last quarter of a fit through the quantiser when the weights get this many bits or
+# fewer (nirvana did at every quality until stop 35). Stop 23-31: 6, so quality < 30 (6 bits) used QAT, which then
+# beat fitting, rounding and the small-tensor re-fit (basketballpass 22.49 -> 24.20 dB at 0.0271 -> 0.0275 bpp).
+# Since stop 32 (learn_rounding) no quality does: at q5, 6 bits, default budget, QAT 0.0198 bpp / 24.00 dB against
+# 0.0238 / 25.31 without it on basketballpass, and on foreman (60 frames, the bench) 0.0195 / 26.38 against 0.0188 /
+# 27.15; nirvana likewise since stop 35 (docs/results/nirvana-rounding).
 QAT_BITS = 5
 # share of a group's time budget kept for the rate-distortion choice of the quantisation steps (allocate_steps)
 ALLOC_SHARE = 0.06
@@ -300,8 +303,8 @@ def _fit_bf16(device: str) -> bool:
 
 
 class _Fitter:
-    """Fits one group's network; quantisation per tensor (symmetric, ``bits``), QAT at the end for nirvana
-    and for nerv at ``QAT_BITS`` bits or fewer."""
+    """Fits one group's network; quantisation per tensor (symmetric, ``bits``), QAT at the end at ``QAT_BITS``
+    bits or fewer, else learned rounding after the fit."""
 
     def __init__(self, cfg: NervConfig, device: str):
         import torch
@@ -689,8 +692,9 @@ class _NervBase(Codec):
                     fitter.net.load_state_dict(prev[0].net.state_dict())
                 # intra groups: steps from the weights' ranges when QAT starts (or after fitting, plain NeRV);
                 # inter groups: the reference group's steps, so the residual is an integer difference
-                # nerv trains its last quarter through the quantiser only at QAT_BITS bits or fewer
-                qat = ("auto" if self.chained or cfg.bits <= QAT_BITS else None) if intra else prev[2]
+                # the last quarter of the fit goes through the quantiser only at QAT_BITS bits or fewer (nirvana
+                # did at every quality until stop 35; learned rounding now, docs/results/nirvana-rounding)
+                qat = ("auto" if intra else prev[2]) if cfg.bits <= QAT_BITS else None
                 # group 0 of nirvana takes the full share, later (warm-started) groups a third as many steps
                 g_epochs = epochs if intra else max(1, epochs // 3)
                 g_budget = budget * weights[gi] / sum(weights)
@@ -699,7 +703,8 @@ class _NervBase(Codec):
                 # warm-started groups fine-tune with a lower rate: smaller weight residuals to code
                 # pruned: the last 15% fine-tunes the survivors; without QAT, ALLOC_SHARE + ROUND_SHARE is kept for
                 # the steps and the learned rounding
-                share = (0.85 if prune else 1.0) - (ALLOC_SHARE + ROUND_SHARE if qat is None else 0.0)
+                share = (0.85 if prune else 1.0) - (0.0 if qat is not None else ROUND_SHARE if not intra
+                                                    else ALLOC_SHARE + ROUND_SHARE)
                 fitter.fit(frames, 0, g_epochs, g_budget * share, lr=5e-3 if intra else 2e-3, qat=qat,
                            progress=report, state=state,
                            save=(lambda s, gi=gi: ckpt.save_state(gi, s)) if ckpt else None)
@@ -708,8 +713,10 @@ class _NervBase(Codec):
                     fitter.fit(frames, 0, max(1, g_epochs // 5), g_budget * 0.15, lr=1e-3, progress=report)
                 if fitter.qat_steps is not None:
                     steps = fitter.qat_steps
-                else:  # the fit left ALLOC_SHARE + ROUND_SHARE of the budget for this
-                    steps = fitter.allocate_steps(*fitter.target(frames), ALLOC_SHARE * g_budget)
+                else:  # the fit left ALLOC_SHARE + ROUND_SHARE of the budget for this (inter groups: the
+                    # reference's steps, so the residual is an integer difference; ROUND_SHARE only)
+                    steps = (fitter.allocate_steps(*fitter.target(frames), ALLOC_SHARE * g_budget) if intra
+                             else prev[2])
                     fitter.learn_rounding(frames, steps, ROUND_SHARE * g_budget,
                                           max(1, g_epochs // 10) * -(-len(frames) // FIT_BATCH))
                 ints = fitter.quantise(steps)
@@ -858,7 +865,14 @@ class NirvanaCodec(_NervBase):
     # residual of the next group still ~70 % of that, so longer groups win.
     default_group = 30
     default_intra = 6
-    default_epochs = 900
+    # with learned rounding (stop 35), basketballpass 50 frames, bytes / dB: q30 900 epochs 36245 / 26.50, 1350
+    # 33834 / 26.75, 1800 33134 / 26.43 (the time budget ends it first); q60 900 64362 / 28.40, 1350 70881 / 28.74
+    default_epochs = 1350
 
     def width_scale(self, group: int) -> float:
         return math.sqrt(group / 60)
+
+    @classmethod
+    def encoder_settings(cls) -> str:
+        # QAT in every group and 900 epochs until stop 35
+        return f"{'learned rounding, ' if cls.bits > QAT_BITS else ''}{cls.default_epochs} epochs"
