@@ -306,6 +306,22 @@ def test_version_3_group_coding_round_trips_and_damage_fails_cleanly(models):
     assert group_shape(12, 16, 1) == (6, 8)
 
 
+def test_out_of_range_context_classes_are_refused(models):
+    """The classes pick the tables inside the compiled coder: a model whose classes would index past them is
+    refused at load instead of read out of bounds."""
+    from ncodec import zoo
+    from ncodec.codecs.vqgan import VqganModel
+    from ncodec.errors import ModelMismatch
+
+    card = zoo.find("vqgan", "image", None)
+    tensors = dict(zoo.load_tensors(card))
+    VqganModel(tensors, card.card["config"])
+    bad = tensors["rung1.classes"].clone()
+    bad[0] = 99
+    with pytest.raises(ModelMismatch, match="context classes"):
+        VqganModel({**tensors, "rung1.classes": bad}, card.card["config"])
+
+
 def test_cli_round_trip_drop_indices_and_clean_errors(models, photo_png, tmp_path):
     before = photo_png.read_bytes()
     nc, png = tmp_path / "p.nc", tmp_path / "p.png"
