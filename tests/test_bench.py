@@ -95,8 +95,17 @@ def test_bench_lossless_and_audio_small(tmp_path, photo):
     r = CliRunner().invoke(main, ["bench", "audio", "--codecs", "walloc,opus", "--rates", "12,80",
                                   "--data", str(tmp_path / "aud"), "--out", str(tmp_path / "ab")])
     assert r.exit_code == 0, r.output
-    rows = json.loads((tmp_path / "ab" / "results.json").read_text())["rows"]
+    res = json.loads((tmp_path / "ab" / "results.json").read_text())
+    rows = res["rows"]
     assert {r["codec"] for r in rows} == {"walloc", "opus"} and all(r["snr"] is not None for r in rows)
+    # each codec's set-up ran once, untimed, before its first timed file; speed is in the table
+    assert set(res["summary"]["setup_s"]) == {"walloc", "opus"} and min(res["summary"]["setup_s"].values()) > 0
+    assert res["summary"]["codecs"]["walloc"]["speech"]["encode_plus_decode_x_realtime"] > 0
+    assert "| walloc | " in (tmp_path / "ab" / "results.md").read_text().split("music x real time |")[1]
+    r = CliRunner().invoke(main, ["bench", "audio", "--codecs", "walloc,opus", "--rates", "12,80",
+                                  "--data", str(tmp_path / "aud"), "--out", str(tmp_path / "ab")])
+    assert r.exit_code == 0, r.output  # every row from the cache: nothing to warm up
+    assert json.loads((tmp_path / "ab" / "results.json").read_text())["summary"]["setup_s"] == {}
 
 
 def test_bench_video_small(tmp_path):

@@ -344,6 +344,43 @@ def test_griffin_lim_recovers_a_signal_from_its_magnitudes():
     assert torch.equal(griffin_lim(mag, 640, 160, win, 32), griffin_lim(mag, 640, 160, win, 32))
 
 
+def test_griffin_lim_gives_the_numbers_of_the_textbook_iteration():
+    """Since stop 36 the iteration multiplies complex spectra by real factors on their real view and writes the
+    held frames in place: its samples must stay those of the plain complex formulation, bit for bit (files decode
+    to the same samples), with held frames and a start phase as codec version 3 runs it."""
+    import math
+
+    import torch
+
+    from ncodec.codecs.rvq_net import _fold, griffin_lim, start_phase, stft_frames
+
+    x = torch.from_numpy(_signal(16000, 1, 3)[:, 0])[None]
+    win = torch.hann_window(640)
+    mag = stft_frames(x, 640, 160, win).abs() * 1.1 + 0.01  # not a consistent spectrogram, as decoded ones are
+    n, bins = mag.shape[1:]
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[:12] = mask[-7:] = True
+    held_phase = torch.rand(n, bins, generator=torch.Generator().manual_seed(1)) * (2 * math.pi)
+    phase = start_phase(40, n, bins)
+
+    def textbook(iters):
+        spec = torch.where(mask[None, :, None], torch.polar(mag, held_phase), torch.polar(mag, phase))
+        held, prev = torch.polar(mag, held_phase), spec
+        env = _fold(win.square().expand(1, n, 640), 160).clamp_min(1e-3)
+
+        def synth(c):
+            return (_fold(torch.fft.irfft(c, n=640) * win, 160) / env)[..., 240 : 240 + n * 160]
+
+        for _ in range(iters):
+            proj = stft_frames(synth(spec)[:, 0], 640, 160, win)
+            proj = torch.where(mask[None, :, None], held, proj * (mag / proj.abs().clamp_min(1e-12)))
+            spec, prev = proj + 0.99 * (proj - prev), proj
+        return synth(prev)
+
+    for iters in (0, 1, 32):
+        assert torch.equal(griffin_lim(mag, 640, 160, win, iters, phase=phase, hold=(mask, held_phase)),
+                           textbook(iters))
+
 def test_magnitude_head_trains_exports_and_round_trips(tmp_path, monkeypatch, decode_with_threads):
     """head="magnitude" (rvq-audio-v2): the encoder reads log-magnitude frames, training compares log magnitudes
     (no waveform in the loop), and the codec decodes through phase reconstruction with the same file layout."""

