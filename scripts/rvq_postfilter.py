@@ -1,6 +1,6 @@
 """How codec version 3's rvq postfilter was chosen: PESQ-WB, STOI and mel distance by contrast setting.
 
-    python scripts/rvq_postfilter.py [--levels 12] [--model rvq-audio-v2]
+    python scripts/rvq_postfilter.py [--levels 12] [--model rvq-audio-v2] [--settings 17x1.15,9x1.3,...]
 
 Training audio only (never the eval set): every 19th LibriSpeech file from the 4th (first 8 s) and the first six
 music files of ../shared/corpus/train/audio/music (first 10 s, resampled to 16 kHz), coded with ``--levels``
@@ -31,6 +31,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--levels", type=int, default=12)
     ap.add_argument("--model", default="rvq-audio-v2", help="installed rvq model (the setting was chosen on v2)")
+    ap.add_argument("--settings", default="17x1.15,17x1.3,17x1.5,9x1.3",
+                    help="postfilter settings BINSxGAIN to compare with none (stop 28's by default)")
     args = ap.parse_args()
     root = Path(__file__).resolve().parents[2] / "shared/corpus/train/audio"
     speech = sorted(glob.glob(str(root / "speech/**/*.flac"), recursive=True))[3::19][:8]
@@ -38,7 +40,7 @@ def main():
              if m.endswith((".flac", ".wav"))][:6]
     model = RvqModel.from_card(zoo.find("rvq", "audio", args.model))
     cfg, dec = model.cfg, model.net.decoder
-    settings = [None, (17, 1.15), (17, 1.3), (17, 1.5), (9, 1.3)]
+    settings = [None] + [(int(b), float(g)) for b, g in (t.split("x") for t in args.settings.split(","))]
 
     def decodes(x):
         x = x[: len(x) // cfg.hop * cfg.hop]
