@@ -3,7 +3,7 @@ PSNR of the float network and of the quantised one with nearest rounding, before
 
 Usage: python scripts/nerv_variants.py TAG Q [Q ...] [--out FILE.jsonl] [--frames N] [--budget S]
                                       [--bits B|rising] [--qat-bits N] [--codec nirvana] [--epochs E]
-                                      [--batch N]
+                                      [--batch N] [--lr LR]
        python scripts/nerv_variants.py TAG Q --step-time    (ms per fitting step of 4 frames, 416x240, no file)
 
 The video is basketballpass (50 frames, 416x240, ../shared/corpus/train/video), never foreman. The variants of
@@ -37,16 +37,20 @@ ap.add_argument("--codec", default="nerv", choices=["nerv", "nirvana"])
 ap.add_argument("--qat-bits", type=int, default=None, help="QAT at this many bits or fewer (default: QAT_BITS)")
 ap.add_argument("--epochs", type=int, default=None, help="epochs per intra group (default: the codec's)")
 ap.add_argument("--batch", type=int, default=None, help="frames per fitting step (default: FIT_BATCH)")
+ap.add_argument("--lr", type=float, default=None,
+                help="peak learning rate of intra groups (default: the codec's fit_lr)")
 ap.add_argument("--step-time", action="store_true")
 ap.add_argument("--profile", action="store_true", help="with --step-time: torch.profiler's table of 10 steps")
 args = ap.parse_args()
+codec_cls = nerv.NervCodec if args.codec == "nerv" else nerv.NirvanaCodec
 if args.bits is not None:
-    cls = nerv.NervCodec if args.codec == "nerv" else nerv.NirvanaCodec
-    cls.bits = None if args.bits == "rising" else int(args.bits)
+    codec_cls.bits = None if args.bits == "rising" else int(args.bits)
 if args.qat_bits is not None:
     nerv.QAT_BITS = args.qat_bits
 if args.batch is not None:
     nerv.FIT_BATCH = args.batch
+if args.lr is not None:
+    codec_cls.fit_lr = args.lr
 
 
 if args.step_time:  # one fitting step (forward, backward, Adam) as _Fitter.fit runs it, bf16 where it would be
@@ -140,7 +144,8 @@ for q in args.q:
     row = {"tag": args.tag, "codec": args.codec, "frames": len(frames), "q": q, "bytes": len(blob),
            "bpp": round(8 * len(blob) / clip[..., 0].size, 5), "psnr": round(_psnr_frames(frames, dec), 3),
            "enc_s": round(enc_s, 1), **log, "bits": args.bits, "qat_bits": args.qat_bits, "epochs": args.epochs,
-           "batch": nerv.FIT_BATCH, "qat_every_group": nerv.QAT_BITS >= 8,
+           "batch": nerv.FIT_BATCH, "lr": codec_cls.fit_lr,
+           "qat_every_group": nerv.QAT_BITS >= 8,
            "env": {k: v for k, v in os.environ.items() if k.startswith("NX_")}}
     print(json.dumps(row), flush=True)
     with open(args.out, "a") as f:

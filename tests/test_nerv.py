@@ -355,3 +355,23 @@ def test_steps_start_at_6_bits_at_every_quality_and_bpp_targets_follow(nerv_blob
     assert [nerv._quality_config(q, 48, 64, False, 12, 1).bits for q in (5, 40, 90)] == [6, 7, 8]
     # 0.15 bpp on 60 CIF frames: quality 77 with 6-bit weights (61 with the rising rule)
     assert _codec("nerv")._quality_for_bpp(0.15, 288, 352, 60, False, 60) == 77
+
+
+def test_fit_learning_rates(monkeypatch):
+    """Intra groups fit from the codec's ``fit_lr`` (a class attribute: scripts/nerv_variants.py --lr sets it),
+    nirvana's warm-started inter groups from the lower INTER_LR (smaller residuals to code)."""
+    from ncodec.codecs import nerv
+
+    seen = []
+    fit = nerv._Fitter.fit
+
+    def recording(self, frames, first, epochs, budget_s, lr, **k):
+        seen.append(lr)
+        return fit(self, frames, first, 2, budget_s, lr, **k)
+
+    monkeypatch.setattr(nerv._Fitter, "fit", recording)
+    monkeypatch.setattr(nerv.NervCodec, "fit_lr", 7e-3)
+    ncodec.encode(_clip(8, 32, 32), codec="nerv", media="video", quality=50, options={"epochs": 2})
+    monkeypatch.setattr(nerv.NirvanaCodec, "default_group", 4)
+    ncodec.encode(_clip(8, 32, 32), codec="nirvana", media="video", quality=50, options={"epochs": 2})
+    assert seen == [7e-3, nerv.NirvanaCodec.fit_lr, nerv.INTER_LR] and nerv.INTER_LR < nerv.NirvanaCodec.fit_lr

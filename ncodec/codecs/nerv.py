@@ -68,6 +68,9 @@ ALLOC_FRAMES = 24  # frames whose error the step choice measures (evenly spaced 
 ROUND_SHARE = 0.08
 ROUND_LR, ROUND_BETA = 0.1, 1.0
 FIT_BATCH = 4  # frames per fitting step
+# Adam's peak learning rate of warm-started (nirvana inter) groups: lower than intra groups' (``fit_lr``), for
+# smaller residuals to code
+INTER_LR = 2e-3
 
 
 @dataclass(frozen=True)
@@ -643,6 +646,9 @@ class _NervBase(Codec):
     # 1.3-1.5 dB (nerv, learned rounding; 0.1 from 8 to 7 bits) and 1.05-1.1 dB (nirvana, QAT) where a narrower
     # network cost 1.7-2.75 and 2.0; from 6 to 5 bits 1.9-2.9 (nerv): docs/results/nerv-bits.
     bits = 6
+    # Adam's peak learning rate of intra groups. 7.5e-3 from quality 45 (nerv) was tried at stop 36: better on
+    # basketballpass at q60 / q100, not on foreman (docs/results/nerv-batch)
+    fit_lr = 5e-3
 
     def encode(self, src, media: str, rate: Rate, progress=None, time_budget: float | None = None,
                checkpoint=None, plus: bool = False, epochs: int | None = None, prune: float = 0.0,
@@ -705,7 +711,7 @@ class _NervBase(Codec):
                 # the steps and the learned rounding
                 share = (0.85 if prune else 1.0) - (0.0 if qat is not None else ROUND_SHARE if not intra
                                                     else ALLOC_SHARE + ROUND_SHARE)
-                fitter.fit(frames, 0, g_epochs, g_budget * share, lr=5e-3 if intra else 2e-3, qat=qat,
+                fitter.fit(frames, 0, g_epochs, g_budget * share, lr=self.fit_lr if intra else INTER_LR, qat=qat,
                            progress=report, state=state,
                            save=(lambda s, gi=gi: ckpt.save_state(gi, s)) if ckpt else None)
                 if prune:
