@@ -34,8 +34,12 @@ def test_quality_at_rate_interpolates_in_log_rate():
     assert quality_at_rate([0.25, 1.0], [30, 34], 2.0) is None
 
 
-def test_bench_end_to_end_two_images_and_resume(tmp_path, photo):
+def test_bench_end_to_end_two_images_and_resume(tmp_path, photo, monkeypatch):
     from PIL import Image
+
+    from ncodec.bench import image as image_bench
+
+    monkeypatch.setattr(image_bench, "_WARMED", set())  # as in a fresh process
 
     data = tmp_path / "imgs"
     data.mkdir()
@@ -49,6 +53,9 @@ def test_bench_end_to_end_two_images_and_resume(tmp_path, photo):
     res = json.loads((out / "results.json").read_text())
     assert len(res["rows"]) == 2 * 2 * 3
     assert res["summary"]["codecs"]["walloc"]["bd_rate_psnr"] is not None
+    # each codec's set-up ran once, untimed, before its first timed image: one row per codec records it
+    assert set(res["summary"]["setup_s"]) == {"walloc", "jpeg"} and min(res["summary"]["setup_s"].values()) > 0
+    assert sorted(x["codec"] for x in res["rows"] if "setup_s" in x) == ["jpeg", "walloc"]
     for f in ("results.csv", "results.md", "rd.png", "rd.svg"):
         assert (out / f).exists()
     # bpp comes from the real file: a walloc row equals the size of ncodec.encode's output
@@ -60,6 +67,7 @@ def test_bench_end_to_end_two_images_and_resume(tmp_path, photo):
     # resume: everything cached, nothing re-run
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0 and "[1/" not in r.output
+    assert json.loads((out / "results.json").read_text())["summary"]["setup_s"] == {}
     # rows measured with other weights are measured again
     cache = out / "cache.jsonl"
     lines = [json.loads(x) for x in cache.read_text().splitlines()]
@@ -134,8 +142,10 @@ def test_bench_video_small(tmp_path):
     assert lo["bpp"] > hi["bpp"] and lo["psnr"] > hi["psnr"]
 
 
-def test_bench_jobs_gives_the_same_rows(tmp_path, photo):
+def test_bench_jobs_gives_the_same_rows(tmp_path, photo, monkeypatch):
     from PIL import Image
+
+    from ncodec.bench import image as image_bench
 
     data = tmp_path / "imgs"
     data.mkdir()
@@ -143,12 +153,17 @@ def test_bench_jobs_gives_the_same_rows(tmp_path, photo):
         Image.fromarray(np.roll(photo, 11 * i, axis=0)).save(data / f"im{i}.png")
     res = []
     for jobs in ("1", "2"):
+        monkeypatch.setattr(image_bench, "_WARMED", set())  # as in a fresh process (workers fork from it)
         out = tmp_path / f"out{jobs}"
         r = CliRunner().invoke(main, ["bench", "image", "--codecs", "jpeg,webp", "--anchor", "jpeg", "--rates",
                                       "30,70", "--data", str(data), "--out", str(out), "--jobs", jobs])
         assert r.exit_code == 0, r.output
-        rows = json.loads((out / "results.json").read_text())["rows"]
+        result = json.loads((out / "results.json").read_text())
+        rows = result["rows"]
         res.append(sorted((x["codec"], x["item"], x["rate"], x["bytes"], x["psnr"]) for x in rows))
+        # every worker warms up each codec it runs, once
+        assert set(result["summary"]["setup_s"]) == {"jpeg", "webp"}
+        assert 2 <= sum("setup_s" in x for x in rows) <= 2 * int(jobs)
     assert res[0] == res[1] and len(res[0]) == 12
 
 

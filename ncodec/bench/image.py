@@ -55,6 +55,23 @@ def rates_for(name: str, override: list[float] | None = None) -> list[float]:
     return CLASSICAL[name][2] if name in CLASSICAL else LEARNED_SWEEPS.get(name, LEARNED_RATES)
 
 
+_WARMED: set = set()  # codecs that made their untimed round trip in this process
+
+
+def warm_up(name: str) -> float | None:
+    """Once per process and codec: one untimed round trip on a 64x64 noise image at the codec's middle setting, so
+    that what a process does once per codec (imports, loading and checking a model, library set-up) does not land
+    in the first image's timing. Returns its seconds, or None when this process had already warmed ``name`` up."""
+    if name in _WARMED:
+        return None
+    _WARMED.add(name)
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    settings = rates_for(name)
+    t0 = time.perf_counter()
+    run_one(name, img, settings[len(settings) // 2])
+    return time.perf_counter() - t0
+
+
 def run_one(name: str, img: np.ndarray, rate: float) -> tuple[int, np.ndarray, float, float]:
     """Encode and decode one image: (file bytes, decoded uint8 RGB, encode s, decode s)."""
     from PIL import Image
