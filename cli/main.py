@@ -657,6 +657,9 @@ TRAIN_EXPORT_IDS = {"walloc-image": "walloc-image-v2", "walloc-audio": "walloc-a
               help="rvq: 'complex' predicts magnitude and phase (rvq-audio-v1); 'magnitude' codes log-magnitude "
                    "STFT frames and reconstructs the phase at decode time (rvq-audio-v2; sizes in "
                    "ncodec.train.rvq.MAGNITUDE_CONFIG; unused codes re-seeded every 200 steps).")
+@click.option("--focus-db", default=0.0, show_default=True,
+              help="rvq --head magnitude: focus the log-magnitude loss on the bins within this many dB of each "
+                   "frame's peak (0: every bin alike).")
 @click.option("--ste-after", default=None, type=int,
               help="walloc: step from which the rate term uses rounded symbols instead of noise (default: never).")
 @click.option("--lambda-scale", default=1.0, show_default=True,
@@ -684,7 +687,7 @@ TRAIN_EXPORT_IDS = {"walloc-image": "walloc-image-v2", "walloc-audio": "walloc-a
                    "model's; more blocks start as the identity).")
 @click.pass_context
 def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr, ste_after, lambda_scale, extra,
-          groups, head_frames, head, export_to, init, base, model_id, res_blocks, fine_stages, force):
+          groups, head_frames, head, export_to, init, base, model_id, res_blocks, fine_stages, force, focus_db):
     """Train (or resume) a model recipe; checkpoints go to --run.
 
     walloc-context fits the integer causal context model of an image model (no network training: same pixels,
@@ -726,6 +729,7 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
             log = lambda m: click.echo(m, err=True)  # noqa: E731
             rvq.train(Path(run_dir), steps or 9000, data, batch=batch or 16, crop=crop or 16000, lr=lr or 6e-4,
                       extra=extra, log=log, init=init, reseed_every=200 if head == "magnitude" else 0,
+                      focus_db=focus_db,
                       config={"groups": groups, "n_q": 24 // groups,
                               **(rvq.MAGNITUDE_CONFIG if head == "magnitude" else
                                  {"head_frames": head_frames, "n_fft": 1280 // head_frames})})

@@ -161,8 +161,8 @@ def regenerate(root: Path = ROOT, only: set[str] | None = None) -> list[dict]:
         for name, sig, sr, kbps in (("seams-mono16k-6kbps", sweep[:, None], 16000, 6),
                                     ("seams-stereo11k-3kbps", np.stack([sweep, sweep[::-1]], 1), 11025, 3)):
             blob = api.encode(sig, codec="rvq", bitrate=kbps, sample_rate=sr, name="tone.wav")
-            # codec version 4 (adaptive coding of the codes): new names, so the version 3 vectors stay
-            entries.append(_vector(root, "rvq", f"{rvq_model}-adaptive-{name}", blob, "npy"))
+            # codec version 5 (heap-integrated start phase): new names, so the version 3 and 4 vectors stay
+            entries.append(_vector(root, "rvq", f"{rvq_model}-pghi-{name}", blob, "npy"))
     # video: the fitted weights depend on timing, so the bytes differ per run; the vector fixes one file
     clip = video_clip()
     for codec, opts in (("nerv", {}), ("nirvana", {"plus": True})):

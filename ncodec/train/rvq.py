@@ -28,6 +28,8 @@ COMPLEX_SIZES = (256, 512, 1024)  # sizes of the optional phase-aware term (trai
 MAGNITUDE_CONFIG = {"head": "magnitude", "head_frames": 2, "n_fft": 640, "f0_bins": 384, "enc_dim": 160,
                     "enc_blocks": 3, "dec_dim": 224, "dec_blocks": 3}
 F0_WEIGHT = 0.1  # weight of the fundamental's cross-entropy (source-filter head): without it the comb is not used
+FOCUS_REST = 0.2  # train(focus_db=...): weight left to the plain log-magnitude L1 beside the focused one
+NATS_PER_DB = math.log(10) / 20
 
 
 def load_clips(folders: list[Path], rate: int, cache: Path | None = None, log=print) -> dict[str, list[np.ndarray]]:
@@ -133,10 +135,14 @@ class SpectralLoss(torch.nn.Module):
         return mel / len(STFT_SIZES), mag / len(STFT_SIZES + self.short), cplx / max(len(self.complex_sizes), 1)
 
 
-def magnitude_loss(model: RvqNet, x: torch.Tensor, n_active: torch.Tensor):
+def magnitude_loss(model: RvqNet, x: torch.Tensor, n_active: torch.Tensor, focus_db: float = 0.0):
     """Magnitude head (``head="magnitude"``): (L1 of the log magnitudes, spectral convergence of the linear
     magnitudes, cross-entropy of the fundamental logits against :meth:`Decoder.f0_target` (0 without a
-    source-filter head), VQ loss) of the decoded STFT frames against those of ``x`` (B, T)."""
+    source-filter head), VQ loss) of the decoded STFT frames against those of ``x`` (B, T).
+
+    ``focus_db`` > 0: the L1 is taken on log magnitudes raised to a floor ``focus_db`` below each input frame's
+    peak (both sides), plus FOCUS_REST times the plain L1: the bins near the peak (what Griffin-Lim needs exact,
+    docs/results.md stop 32) weigh more than the noise 60-100 dB down, whose log magnitudes are mostly random."""
     target = model.encoder.logmag(x[:, None])
     q, vq_loss = model.quantizer(model.encoder(x[:, None], target), n_active)
     pred, logits = model.decoder.logmag(q, with_f0=True)
@@ -145,7 +151,11 @@ def magnitude_loss(model: RvqNet, x: torch.Tensor, n_active: torch.Tensor):
     f0 = torch.zeros(())
     if logits is not None:
         f0 = -(model.decoder.f0_target(target) * torch.log_softmax(logits, -1)).sum(-1).mean()
-    return F.l1_loss(pred, target), conv, f0, vq_loss
+    logmag = F.l1_loss(pred, target)
+    if focus_db > 0:
+        floor = target.amax(-1, keepdim=True) - focus_db * NATS_PER_DB
+        logmag = F.l1_loss(pred.maximum(floor), target.maximum(floor)) + FOCUS_REST * logmag
+    return logmag, conv, f0, vq_loss
 
 
 def _init_file(init: str) -> bytes:
@@ -169,14 +179,16 @@ def default_folders(data: str | None, extra: tuple[str, ...] = ()) -> list[Path]
 def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 16000, lr: float = 6e-4,
           save_every: int = 250, threads: int | None = None, log=print, extra: tuple[str, ...] = (),
           config: dict | None = None, init: str | None = None, short: tuple[int, ...] = (),
-          complex_weight: float = 0.0, reseed_every: int = 0):
+          complex_weight: float = 0.0, reseed_every: int = 0, focus_db: float = 0.0):
     """Train (or resume ``run``). ``init``: an installed model's id, or a model's .safetensors(.xz) file, to start
     a new run from (its networks; fresh optimiser), so training continues across machines where run folders are
     not kept.
     ``short`` (e.g. ``SHORT_SIZES``) and ``complex_weight`` (> 0: the phase-aware term on ``COMPLEX_SIZES``)
     add the optional terms of :class:`SpectralLoss`; rvq-audio-v1 was trained without them. ``reseed_every``:
     every so many steps (in the first half of training) codes unused since the last time are re-seeded from
-    recent encoder outputs (rvq-audio-v2: 200)."""
+    recent encoder outputs (rvq-audio-v2: 200). ``focus_db``: the magnitude head's log-magnitude L1 focused on
+    the bins within that many dB of each frame's peak (:func:`magnitude_loss`; 0: every bin alike, as up to
+    rvq-audio-v4)."""
     if threads:
         torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -230,7 +242,7 @@ def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 
         n_active = torch.randint(1, cfg.n_q + 1, (batch,), generator=gen)
         n_active = torch.where(torch.rand(batch, generator=gen) < 0.6, n_active, cfg.n_q).to(device)
         if cfg.head == "magnitude":  # no waveform in the loop: the decoder's log magnitudes against the input's
-            logmag, conv, f0, vq_loss = magnitude_loss(model, x, n_active)
+            logmag, conv, f0, vq_loss = magnitude_loss(model, x, n_active, focus_db)
             loss = logmag + conv + F0_WEIGHT * f0 + vq_loss
             terms = {"logmag": logmag, "sc": conv, "f0": f0}
         else:
