@@ -34,7 +34,6 @@ from numba import njit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rvq_steps import training_speech  # noqa: E402
 
-HANN_GAMMA = 0.25645  # lambda = HANN_GAMMA * L^2: the Gaussian closest to a Hann window of length L (LTFAT's value)
 
 
 @njit(cache=True)
@@ -73,18 +72,11 @@ def _heap_integrate(s, dt, df, floor, start, exact):
 
 
 def _rates(s: np.ndarray, step: int, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
-    """PGHI's local phase rates from log magnitudes s (F, K) of :func:`rvq_net.stft_frames` (frames ``step``
-    apart, phase relative to each frame's first sample, Hann window of ``n_fft``): for a Gaussian window of lambda
-    samples^2, a component's frequency offset from bin k is d s / d f / (2 pi lambda) and its time offset from the
-    frame centre lambda d s / d t / (2 pi), so the phase advances by 2 pi step (k / n_fft + offset) per frame and
-    by -2 pi (time offset) / n_fft - pi per bin."""
-    lam = HANN_GAMMA * n_fft * n_fft
-    ds_k = np.zeros_like(s)
-    ds_k[:, 1:-1] = (s[:, 2:] - s[:, :-2]) / 2
-    ds_j = np.zeros_like(s)
-    ds_j[1:-1] = (s[2:] - s[:-2]) / 2
-    k = np.arange(s.shape[1])[None]
-    return 2 * np.pi * step * k / n_fft + step * n_fft * ds_k / lam, -lam * ds_j / (step * n_fft) - np.pi
+    """PGHI's local phase rates from log magnitudes s (F, K): ``ncodec.codecs.rvq_kernel.phase_rates`` (the rates
+    codec version 5 integrates)."""
+    from ncodec.codecs.rvq_kernel import phase_rates
+
+    return phase_rates(s, step, n_fft)
 
 
 def pghi(mag: np.ndarray, step: int, n_fft: int, start: np.ndarray, tol: float = 1e-5) -> np.ndarray:

@@ -99,25 +99,30 @@ def _integrate(level, rate_t, rate_f, phase):
     return phase
 
 
-def pghi(mag: np.ndarray, step: int, n_fft: int, start: np.ndarray) -> np.ndarray:
-    """Start phase (F, K) float32 for the magnitudes (F, K) of ``rvq_net.stft_frames`` frames (``step`` apart,
-    Hann window of ``n_fft``, phase relative to each frame's first sample); ``start`` (F, K): the phase of the
-    entries below the floor (``rvq_net.start_phase``).
+def phase_rates(s: np.ndarray, step: int, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """PGHI's local phase rates (per frame, per bin) from log magnitudes ``s`` (F, K) of ``rvq_net.stft_frames``
+    frames (``step`` apart, Hann window of ``n_fft``, phase relative to each frame's first sample).
 
     With lambda = HANN_GAMMA * n_fft^2 samples^2, a component's frequency offset from bin k is (d s / d k) n_fft^2 /
-    (2 pi lambda) bins and its time offset from the frame centre lambda (d s / d j) / (2 pi step) samples (s the
-    log magnitude, central differences): the phase advances by 2 pi step (k + offset) / n_fft per frame and by -pi
-    - 2 pi (time offset) / n_fft per bin (the frame's phase reference is its first sample, half a window before
-    its centre)."""
-    s = np.log(np.asarray(mag, np.float64) + 1e-12)
+    (2 pi lambda) bins and its time offset from the frame centre lambda (d s / d j) / (2 pi step) samples (central
+    differences, 0 at the edges): the phase advances by 2 pi step (k + offset) / n_fft per frame and by -pi - 2 pi
+    (time offset) / n_fft per bin (the frame's phase reference is its first sample, half a window before its
+    centre)."""
     lam = HANN_GAMMA * n_fft * n_fft
     ds_k = np.zeros_like(s)
     ds_k[:, 1:-1] = (s[:, 2:] - s[:, :-2]) / 2
     ds_j = np.zeros_like(s)
     ds_j[1:-1] = (s[2:] - s[:-2]) / 2
     k = np.arange(s.shape[1])[None]
-    rate_t = 2 * np.pi * step * k / n_fft + step * n_fft * ds_k / lam
-    rate_f = -lam * ds_j / (step * n_fft) - np.pi
+    return 2 * np.pi * step * k / n_fft + step * n_fft * ds_k / lam, -lam * ds_j / (step * n_fft) - np.pi
+
+
+def pghi(mag: np.ndarray, step: int, n_fft: int, start: np.ndarray) -> np.ndarray:
+    """Start phase (F, K) float32 for the magnitudes (F, K) of ``rvq_net.stft_frames`` frames from
+    :func:`phase_rates` of their log magnitudes; ``start`` (F, K): the phase of the entries below the floor
+    (``rvq_net.start_phase``)."""
+    s = np.log(np.asarray(mag, np.float64) + 1e-12)
+    rate_t, rate_f = phase_rates(s, step, n_fft)
     phase = np.array(start, np.float64, copy=True)
     if not s.size:
         return phase.astype(np.float32)
