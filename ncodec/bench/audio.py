@@ -18,7 +18,7 @@ CLASSICAL = {
     "aac": ("adts", "aac", None, [24, 32, 48, 64, 96, 128]),
 }
 LEARNED_RATES = [0, 25, 50, 75, 100]  # quality settings of learned codecs, unless listed below
-LEARNED_KBPS = {"rvq": [1.5, 3, 6, 9, 12]}  # codecs whose bench setting is a nominal bitrate (kbps)
+LEARNED_KBPS = {"rvq": [1, 1.5, 3, 6, 9, 12]}  # codecs whose bench setting is a nominal bitrate (kbps)
 
 
 def rates_for(name: str) -> list[float]:
