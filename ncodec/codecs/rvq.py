@@ -301,7 +301,7 @@ class _Stream:
 @register_codec("rvq")
 class RvqCodec(Codec):
     # 2: each unit starts with the uniform-table flags of its rows of codes; 3: postfilter, cross-fades in phase;
-    # 4: the codes coded adaptively (mcquic_kernel)
+    # 4: the codes coded adaptively (mcquic_kernel); 5: Griffin-Lim from a heap-integrated phase (rvq_kernel)
     version = 5
     media = ("audio",)
     default_kbps = 6.0
