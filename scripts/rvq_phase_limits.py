@@ -34,6 +34,7 @@ from numba import njit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rvq_steps import training_speech  # noqa: E402
 
+from ncodec.codecs.rvq_kernel import phase_rates  # noqa: E402
 
 
 @njit(cache=True)
@@ -71,18 +72,11 @@ def _heap_integrate(s, dt, df, floor, start, exact):
     return phase
 
 
-def _rates(s: np.ndarray, step: int, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
-    """PGHI's local phase rates from log magnitudes s (F, K): ``ncodec.codecs.rvq_kernel.phase_rates`` (the rates
-    codec version 5 integrates)."""
-    from ncodec.codecs.rvq_kernel import phase_rates
-
-    return phase_rates(s, step, n_fft)
-
-
 def pghi(mag: np.ndarray, step: int, n_fft: int, start: np.ndarray, tol: float = 1e-5) -> np.ndarray:
-    """Phase (F, K) for STFT magnitudes (F, K) from :func:`_rates` (trapezoid rule between entries)."""
+    """Phase (F, K) for STFT magnitudes (F, K) from :func:`ncodec.codecs.rvq_kernel.phase_rates` (trapezoid rule
+    between entries)."""
     s = np.log(np.asarray(mag, np.float64) + 1e-12)
-    dt, df = _rates(s, step, n_fft)
+    dt, df = phase_rates(s, step, n_fft)
     return _heap_integrate(s, dt, df, math.log(tol) + s.max(), np.asarray(start, np.float64), False)
 
 
@@ -91,7 +85,7 @@ def mixed(mag: np.ndarray, dt_true: np.ndarray, df_true: np.ndarray, step: int, 
     """Heap integration of the true advances in one direction (time if ``true_time``, else frequency) and of
     :func:`pghi`'s rates from the magnitudes in the other (averaged between neighbouring entries)."""
     s = np.log(np.asarray(mag, np.float64) + 1e-12)
-    rate_t, rate_f = _rates(s, step, n_fft)
+    rate_t, rate_f = phase_rates(s, step, n_fft)
     dt, df = np.zeros_like(s), np.zeros_like(s)
     dt[:-1] = (rate_t[1:] + rate_t[:-1]) / 2
     df[:, :-1] = (rate_f[:, 1:] + rate_f[:, :-1]) / 2
