@@ -1,7 +1,7 @@
 """Store a shipped model as a delta on an installed base model: ``python scripts/delta_model.py MODEL_ID BASE_ID``.
 
 For a model that shares tensors with another (walloc-image-v3 is walloc-image-v2's networks, bit for bit, plus a
-context model): writes models/<MODEL_ID>.safetensors.xz holding only the tensors that differ from BASE_ID or are
+context model): writes models/<MODEL_ID>.safetensors.planes.xz (``ncodec.zoo.pack_weights``) holding only the tensors that differ from BASE_ID or are
 new (with the original's metadata), and points the card at it with ``base_model`` {id, sha256 (the base's
 identity), replaced (base tensors the model does not have)}. Before anything is replaced it checks that the
 delta merged on the base (``ncodec.zoo``'s merge) gives exactly the model's tensors: names, dtypes, shapes and
@@ -13,7 +13,6 @@ pin it as their base, so every file naming the model decodes as before.
 """
 import hashlib
 import json
-import lzma
 import sys
 from pathlib import Path
 
@@ -48,8 +47,8 @@ def delta(model_id: str, base_id: str) -> None:
     if merged.keys() != mine.keys() or not all(same(merged[k], mine[k]) for k in mine):
         sys.exit(f"{model_id} on {base_id}: the merge would not give the model's tensors; not touching it")
     data = save(own, metadata=zoo.safetensors_metadata(whole) or None)
-    packed = lzma.compress(data, format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)
-    new = dict(card.card, file=f"{model_id}.safetensors.xz", sha256=hashlib.sha256(data).hexdigest(),
+    packed = zoo.pack_weights(data)
+    new = dict(card.card, file=f"{model_id}.safetensors.planes.xz", sha256=hashlib.sha256(data).hexdigest(),
                published_sha256=card.identity,
                base_model={"id": base_id, "sha256": base.identity, "replaced": replaced})
     old_file, old_size = card.path, card.path.stat().st_size

@@ -1,4 +1,5 @@
-"""Shipped-model storage: xz-compressed weights load to the same tensors, pinned by the same SHA-256."""
+"""Shipped-model storage: compressed weights (xz, or byte planes and xz) load to the same tensors, pinned by the
+same SHA-256."""
 import importlib.util
 import json
 from pathlib import Path
@@ -36,7 +37,7 @@ def packed(tmp_path, monkeypatch):
 
 def test_compressed_weights_load_the_same_tensors_under_the_same_pin(packed):
     orig, plain, card = packed
-    assert card.path == card.path.parent / "pc-image-v2.safetensors.xz" and card.path.parent != orig.path.parent
+    assert card.path == card.path.parent / "pc-image-v2.safetensors.planes.xz" and card.path.parent != orig.path.parent
     assert not (card.path.parent / "pc-image-v2.safetensors").exists()
     assert card.sha256 == orig.sha256 and card.path.stat().st_size < len(plain)
     assert zoo.read_weights(card) == plain
@@ -44,10 +45,39 @@ def test_compressed_weights_load_the_same_tensors_under_the_same_pin(packed):
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_byte_planes_regroup_multi_byte_tensors_and_undo_exactly(tmp_path):
+    """byte_planes keeps the header and each tensor's region, regroups the bytes of every tensor of a multi-byte
+    dtype by position (fp16: all low bytes, then all high bytes), leaves one-byte tensors alone, and its inverse
+    restores the file; a .safetensors.planes.xz and the older .safetensors.xz of the same bytes read the same;
+    a planes file whose header does not fit its data is refused as damaged."""
+    import lzma
+
+    from safetensors.numpy import save
+
+    a = np.array([0x0102, 0x0304, 0x0506], np.uint16).view(np.float16)
+    data = save({"a": a, "b": np.array([7, 8], np.uint8), "c": np.array([0x0A0B0C0D], np.int32)})
+    planes = zoo.byte_planes(data)
+    n = 8 + int.from_bytes(data[:8], "little")
+    assert planes[:n] == data[:n] and len(planes) == len(data) and planes != data
+    body, flat = planes[n:], data[n:]
+    order = json.loads(data[8:n])
+    for name, expect in (("a", bytes([2, 4, 6, 1, 3, 5])), ("b", bytes([7, 8])), ("c", bytes([0x0D, 0x0C, 0x0B, 0x0A]))):
+        lo, hi = order[name]["data_offsets"]
+        assert body[lo:hi] == expect and sorted(flat[lo:hi]) == sorted(expect)
+    assert zoo.byte_planes(planes, inverse=True) == data
+    (tmp_path / "m.safetensors.planes.xz").write_bytes(zoo.pack_weights(data))
+    (tmp_path / "m.safetensors.xz").write_bytes(lzma.compress(data, format=lzma.FORMAT_XZ))
+    assert zoo.read_safetensors(tmp_path / "m.safetensors.planes.xz") == data
+    assert zoo.read_safetensors(tmp_path / "m.safetensors.xz") == data
+    (tmp_path / "bad.safetensors.planes.xz").write_bytes(lzma.compress(data[:n] + data[n + 1 :], format=lzma.FORMAT_XZ))
+    with pytest.raises(ModelMismatch, match="damaged"):
+        zoo.read_safetensors(tmp_path / "bad.safetensors.planes.xz")
+
+
 def test_shipped_cards_pin_their_weights():
     """Every shipped card's weights (plain or compressed) match its SHA-256."""
     shipped = [c for c in zoo.cards().values() if c.path.parent == ROOT / "models"]
-    assert len(shipped) >= 13 and any(c.path.name.endswith(".xz") for c in shipped)
+    assert len(shipped) >= 13 and any(c.path.name.endswith(".planes.xz") for c in shipped)
     for c in shipped:
         zoo.read_weights(c)
 
@@ -123,7 +153,7 @@ def test_delta_model_stores_the_difference_and_keeps_the_identity(tmp_path, monk
     assert after.hash8 == before.hash8 and after.sha256 != before.sha256
     assert after.card["base_model"] == {"id": "m-base", "sha256": zoo.find("walloc", "image", "m-base").identity,
                                         "replaced": ["net.gone"]}
-    assert not (tmp_path / "m-new.safetensors").exists() and after.path.name == "m-new.safetensors.xz"
+    assert not (tmp_path / "m-new.safetensors").exists() and after.path.name == "m-new.safetensors.planes.xz"
     from safetensors.numpy import load
 
     assert sorted(load(zoo.read_weights(after))) == ["cm.t", "net.b"]

@@ -160,7 +160,7 @@ def magnitude_loss(model: RvqNet, x: torch.Tensor, n_active: torch.Tensor, focus
 
 def _init_file(init: str) -> bytes:
     """The safetensors bytes ``--init`` names: an installed model's id (checked against its card) or a
-    ``.safetensors`` / ``.safetensors.xz`` file."""
+    ``.safetensors`` / ``.safetensors.xz`` / ``.safetensors.planes.xz`` file."""
     from .. import zoo
     from ..errors import BadInput
 
