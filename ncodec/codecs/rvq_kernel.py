@@ -117,12 +117,12 @@ def phase_rates(s: np.ndarray, step: int, n_fft: int) -> tuple[np.ndarray, np.nd
     return 2 * np.pi * step * k / n_fft + step * n_fft * ds_k / lam, -lam * ds_j / (step * n_fft) - np.pi
 
 
-def pghi(mag: np.ndarray, step: int, n_fft: int, start: np.ndarray) -> np.ndarray:
+def pghi(mag: np.ndarray, step: int, n_fft: int, start: np.ndarray, rates=None) -> np.ndarray:
     """Start phase (F, K) float32 for the magnitudes (F, K) of ``rvq_net.stft_frames`` frames from
-    :func:`phase_rates` of their log magnitudes; ``start`` (F, K): the phase of the entries below the floor
-    (``rvq_net.start_phase``)."""
+    :func:`phase_rates` of their log magnitudes (or the given ``rates``: (per frame, per bin), each (F, K));
+    ``start`` (F, K): the phase of the entries below the floor (``rvq_net.start_phase``)."""
     s = np.log(np.asarray(mag, np.float64) + 1e-12)
-    rate_t, rate_f = phase_rates(s, step, n_fft)
+    rate_t, rate_f = phase_rates(s, step, n_fft) if rates is None else (np.asarray(r, np.float64) for r in rates)
     phase = np.array(start, np.float64, copy=True)
     if not s.size:
         return phase.astype(np.float32)
