@@ -667,7 +667,7 @@ TRAIN_EXPORT_IDS = {"walloc-image": "walloc-image-v2", "walloc-audio": "walloc-a
 @click.option("--export", "export_to", default=None, help="After training, write weights + card here.")
 @click.option("--init", default=None, type=click.Path(),
               help="rvq: start a new run from an installed model's id (e.g. rvq-audio-v3) or a model's "
-                   ".safetensors(.xz) file; walloc-image / walloc-audio: from an installed model's id (e.g. "
+                   ".safetensors, .safetensors.xz or .safetensors.planes.xz file; walloc-image / walloc-audio: from an installed model's id (e.g. "
                    "walloc-image-v3; its z density is re-learned first, networks frozen for 2000 steps); mcquic: from an installed model's id (e.g. "
                    "mcquic-image-v1).")
 @click.option("--base", default=None,
