@@ -120,7 +120,8 @@ class Setup:
             c = cache.setdefault(name, clips[name])
             if len(c) < size:
                 continue
-            seg = c[(s := rng.integers(0, len(c) - size + 1)) : s + size]
+            start = rng.integers(0, len(c) - size + 1)
+            seg = c[start : start + size]
             gain = 10 ** (-rng.uniform(0, 20) / 20) * min(1.0, 0.95 / max(float(np.abs(seg).max()), 1e-4))
             mag, feat, spec = self.decode((seg * gain).astype(np.float32), int(rng.choice(LEVELS)))
             logmags.append(torch.log(mag[0] + MAG_FLOOR).half())
@@ -195,9 +196,10 @@ def main():
     for step in range(1, args.steps + 1):
         idx = rng.integers(0, len(logmags), batch)
         off = rng.integers(0, logmags.shape[1] - frames + 1, batch)
-        take = lambda a: torch.stack([a[i, o : o + frames] for i, o in zip(idx, off)])  # noqa: E731
-        loss_t, loss_f = advance_loss(net(take(logmags).float(), None if feats is None else take(feats).float()),
-                                      take(specs), cfg.step, cfg.n_fft)
+        spec = torch.stack([specs[i, o : o + frames] for i, o in zip(idx, off)])
+        logmag = torch.stack([logmags[i, o : o + frames] for i, o in zip(idx, off)]).float()
+        feat = None if feats is None else torch.stack([feats[i, o : o + frames] for i, o in zip(idx, off)]).float()
+        loss_t, loss_f = advance_loss(net(logmag, feat), spec, cfg.step, cfg.n_fft)
         opt.zero_grad()
         (loss_t + loss_f).backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
