@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent / "bitstreams"
+# rvq codec versions >= 2 (Griffin-Lim phase): decoded samples within this SNR of the reference across machines
+RVQ_MIN_SNR_DB = 30.0
 
 
 def check_vector(entry: dict, root: Path = ROOT) -> dict:
@@ -44,10 +46,19 @@ def check_vector(entry: dict, root: Path = ROOT) -> dict:
             if ref.shape != out.shape or diff.max() > 1 or diff.mean() > 0.01:
                 problems.append(f"decoded frames differ from the reference by up to {diff.max()} levels")
         elif entry["reference"].endswith(".npy"):  # audio: float32 samples, within 2 LSB of 16-bit
-            ref = np.load(root / entry["reference"], allow_pickle=False)
-            diff = np.abs(ref.astype(np.float64) - out)
-            if ref.shape != out.shape or diff.max() > 2 / 32768:
-                problems.append(f"decoded samples differ from the reference by up to {diff.max():.2e}")
+            ref = np.load(root / entry["reference"], allow_pickle=False).astype(np.float64)
+            if ref.shape != out.shape:
+                problems.append(f"decoded samples have shape {out.shape}, the reference {ref.shape}")
+            elif entry["codec"] == "rvq" and entry["codec_version"] >= 2:
+                # the phase is rebuilt by Griffin-Lim (momentum 0.99), which amplifies the float rounding of
+                # FFT and convolution kernels that differ between CPUs: references made on an Intel Xeon decode on
+                # an AMD EPYC up to 4.8e-3 apart (SNR 35 dB); on one machine they decode to the bit
+                snr = 10 * np.log10(max(np.mean(ref**2), 1e-20) / max(np.mean((ref - out) ** 2), 1e-30))
+                if snr < RVQ_MIN_SNR_DB:
+                    problems.append(f"decoded samples are {snr:.1f} dB from the reference (at least "
+                                    f"{RVQ_MIN_SNR_DB} dB expected)")
+            elif np.abs(ref - out).max() > 2 / 32768:
+                problems.append(f"decoded samples differ from the reference by up to {np.abs(ref - out).max():.2e}")
         else:
             ref = np.asarray(Image.open(root / entry["reference"]))
             diff = np.abs(ref.astype(int) - out.astype(int))
@@ -55,6 +66,30 @@ def check_vector(entry: dict, root: Path = ROOT) -> dict:
                 problems.append(f"decoded pixels differ from the reference by up to {diff.max()} levels")
     measured["problems"] = problems
     return measured
+
+
+def damaged(data: bytes, seed: int, bytes_changed: int = 4) -> bytes:
+    """``data`` (a whole .nc file) with 1..``bytes_changed`` random bytes inside one random unit's payload
+    replaced and every chunk's CRC recomputed, so the damage reaches the codec instead of the container's check:
+    for tests that a codec decodes such files or fails with an NcodecError, never otherwise."""
+    import random
+    import struct
+    import zlib
+
+    from . import container
+
+    rng = random.Random(seed)
+    spans = [(data.find(u.data), len(u.data)) for u in container.read(data).units if u.data]
+    out = bytearray(data)
+    start, n = rng.choice([s for s in spans if s[0] >= 0])
+    for _ in range(rng.randint(1, bytes_changed)):
+        out[start + rng.randrange(n)] = rng.randrange(256)
+    fixed, pos = bytearray(out[:8]), 8
+    while pos < len(out):
+        (n,) = struct.unpack_from("<I", out, pos)
+        fixed += out[pos : pos + 8 + n] + struct.pack("<I", zlib.crc32(out[pos + 4 : pos + 8 + n]))
+        pos += 12 + n
+    return bytes(fixed)
 
 
 def _decoded(data: bytes) -> np.ndarray:

@@ -322,7 +322,11 @@ def test_harmonic_combs_match_a_harmonic_tone():
     corr = (combs @ mag) / combs.norm(dim=1)
     assert abs(f0[int(corr.argmax())] - 150) < 1.0
     best = combs[int(np.abs(f0 - 150).argmin())]
-    assert set((mag[:200] > 0.5 * mag.max()).nonzero()[:, 0].tolist()) <= set((best[:200] > 0.5).nonzero()[:, 0].tolist())
+    # the tone's harmonics fall on bins 6k, whose Hann neighbours hold exactly half their magnitude: a threshold of
+    # 0.5 would rest on float rounding (it flipped between an Intel and an AMD machine), so the peaks are > 0.75
+    peaks = set((mag[:200] > 0.75 * mag.max()).nonzero()[:, 0].tolist())
+    assert peaks == set(range(6, 200, 6))
+    assert peaks <= set((best[:200] > 0.5).nonzero()[:, 0].tolist())
 
 
 def test_griffin_lim_recovers_a_signal_from_its_magnitudes():
