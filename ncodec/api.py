@@ -109,7 +109,8 @@ def encode(src, codec: str | None = None, quality: float | None = None, bpp: flo
     (``fps`` for folders and arrays); ``options`` go to the codec (video: ``time_budget`` seconds,
     ``progress`` callback, ``checkpoint`` folder for a resumable encode, ``plus`` for NeRV++ blocks; rvq:
     ``model`` id, e.g. a converted EnCodec checkpoint; vqgan: ``redundancy=K``, every index's cluster among K
-    codewords coded again in units of their own, for recovery; mcquic: ``beam`` paths of the encoder's index
+    codewords coded again in units of their own, for recovery, and ``search="ms-ssim"`` (or ``"mse"``), indices
+    chosen by the decoded image instead of the nearest codeword (slow); mcquic: ``beam`` paths of the encoder's index
     search, default 4, 1 = greedy and ~3x faster). An option the codec does not take is an error."""
     from .codecs.base import Rate
     from .media import detect_media, read_image

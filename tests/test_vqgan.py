@@ -322,7 +322,7 @@ def test_out_of_range_context_classes_are_refused(models):
         VqganModel({**tensors, "rung1.classes": bad}, card.card["config"])
 
 
-def test_cli_round_trip_drop_indices_and_clean_errors(models, photo_png, tmp_path):
+def test_cli_round_trip_drop_indices_and_clean_errors(models, photo, photo_png, tmp_path):
     before = photo_png.read_bytes()
     nc, png = tmp_path / "p.nc", tmp_path / "p.png"
     r = subprocess.run(CLI + ["encode", str(photo_png), "-o", str(nc), "--codec", "vqgan", "--quality", "100"],
@@ -339,6 +339,9 @@ def test_cli_round_trip_drop_indices_and_clean_errors(models, photo_png, tmp_pat
     r = subprocess.run(CLI + ["encode", str(photo_png), "-o", str(red), "--codec", "vqgan", "--redundancy", "16"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and red.stat().st_size > nc.stat().st_size, r.stderr
+    r = subprocess.run(CLI + ["encode", str(photo_png), "-o", str(tmp_path / "s.nc"), "--codec", "vqgan", "--search",
+                              "mse"], capture_output=True, text=True)
+    assert r.returncode == 0 and ncodec.decode(str(tmp_path / "s.nc")).data.shape == (*photo.shape[:2], 3), r.stderr
     r = subprocess.run(CLI + ["encode", str(photo_png), "-o", str(tmp_path / "x.nc"), "--codec", "vqgan",
                               "--redundancy", "5"], capture_output=True, text=True)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.nc").exists()
@@ -443,3 +446,32 @@ def test_shipped_model_beats_a_uniform_index_code():
     bits = _codec("vqgan").bits(f.header, f.units)
     assert bits["context_bits"] < 0.97 * bits["uniform_bits"]
     assert psnr(ncodec.decode(blob).data, img) > 21
+
+
+def test_index_search_chooses_by_the_decoded_image(photo):
+    """`search`: the shipped model at K = 128 on a photo: indices chosen by the decoded image's squared error
+    decode to a higher PSNR, those chosen by the MS-SSIM-like local error to a lower such error, than the nearest
+    codewords; the files decode with the ordinary decoder, and an unknown search is refused."""
+    import torch
+
+    from ncodec import zoo
+    from ncodec.codecs.vqgan import local_error
+
+    try:
+        zoo.find("vqgan", "image")
+    except Exception:
+        pytest.skip("no vqgan model installed")
+    out = {}
+    for search in ("nearest", "mse", "ms-ssim"):
+        blob = ncodec.encode(photo, codec="vqgan", quality=57, options={"search": search})
+        out[search] = ncodec.decode(blob).data
+    assert psnr(out["mse"], photo) > psnr(out["nearest"], photo)
+    x = torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float() / 255
+
+    def ms_error(img):
+        return float(local_error(torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255, x,
+                                 "ms-ssim").sum())
+
+    assert ms_error(out["ms-ssim"]) < ms_error(out["nearest"])
+    with pytest.raises(BadInput):
+        ncodec.encode(photo, codec="vqgan", quality=57, options={"search": "best"})
