@@ -38,22 +38,31 @@ from ncodec.codecs.rvq_kernel import phase_rates  # noqa: E402
 
 
 @njit(cache=True)
-def _heap_integrate(s, dt, df, floor, start, exact):
+def heap_integrate(s, dt, df, floor, start, exact, truth, mask, levels):
     """Phase of the (F, K) grid from its advances dt[j, k] towards frame j + 1 and df[j, k] towards bin k + 1
     (``exact``: measured between the two entries; else local rates, joined by the trapezoid rule), spreading
     from the largest log magnitude ``s`` to its neighbours in order of size; entries below ``floor`` keep
-    ``start``."""
+    ``start``. With ``levels`` > 0, every entry of ``mask`` is corrected on arrival to the phase ``truth`` rounded
+    to ``levels`` levels per turn (scripts/rvq_phase_side.py). Returns (phase, the rounded corrections: -9999
+    where none)."""
     n_f, n_k = s.shape
     phase = start.copy()
+    sym = np.full((n_f, n_k), -9999, np.int64)
     done = s < floor
     order = np.argsort(-s.ravel(), kind="mergesort")
     heap = [(0.0, np.int64(0))]
     heap.pop()
+    unit = 2 * np.pi / max(levels, 1)
     for seed in order:
         j0, k0 = seed // n_k, seed % n_k
         if done[j0, k0]:
             continue
         done[j0, k0] = True
+        if levels and mask[j0, k0]:
+            c = (int(np.round(((truth[j0, k0] - phase[j0, k0] + np.pi) % (2 * np.pi) - np.pi) / unit))
+                 + levels // 2) % levels - levels // 2
+            phase[j0, k0] += c * unit
+            sym[j0, k0] = c
         heapq.heappush(heap, (-s[j0, k0], np.int64(seed)))
         while len(heap) > 0:
             _, idx = heapq.heappop(heap)
@@ -66,10 +75,21 @@ def _heap_integrate(s, dt, df, floor, start, exact):
                     adv = dt[min(j, jj), k] if dj else df[j, min(k, kk)]
                 else:  # trapezoid rule between the two entries' local rates
                     adv = 0.5 * (dt[j, k] + dt[jj, kk]) if dj else 0.5 * (df[j, k] + df[jj, kk])
-                phase[jj, kk] = phase[j, k] + (dj + dk) * adv
+                p = phase[j, k] + (dj + dk) * adv
+                if levels and mask[jj, kk]:
+                    c = (int(np.round(((truth[jj, kk] - p + np.pi) % (2 * np.pi) - np.pi) / unit))
+                         + levels // 2) % levels - levels // 2
+                    p += c * unit
+                    sym[jj, kk] = c
+                phase[jj, kk] = p
                 done[jj, kk] = True
                 heapq.heappush(heap, (-s[jj, kk], np.int64(jj * n_k + kk)))
-    return phase
+    return phase, sym
+
+
+def _heap_integrate(s, dt, df, floor, start, exact):
+    """:func:`heap_integrate` without corrections: the phase alone."""
+    return heap_integrate(s, dt, df, floor, start, exact, start, np.zeros(s.shape, np.bool_), 0)[0]
 
 
 def pghi(mag: np.ndarray, step: int, n_fft: int, start: np.ndarray, tol: float = 1e-5) -> np.ndarray:

@@ -25,63 +25,17 @@ The 8 training speech clips of scripts/rvq_steps.py (never the eval set). A stud
 from __future__ import annotations
 
 import argparse
-import heapq
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rvq_phase_limits import heap_integrate  # noqa: E402
 from rvq_steps import training_speech  # noqa: E402
 
 from ncodec.codecs.rvq_kernel import phase_rates  # noqa: E402
-
-
-@njit(cache=True)
-def heap_dpcm(s, rt, rf, floor, start, truth, mask, levels):
-    """Heap integration of PGHI's local rates ``rt`` / ``rf`` over log magnitudes ``s`` (F, K) from the largest
-    entry outwards (trapezoid rule between neighbours), where every entry of ``mask`` is corrected on arrival to
-    the true phase ``truth`` rounded to ``levels`` levels per turn (``levels`` 0: no correction). Returns (phase,
-    symbols: the rounded corrections, -9999 where none was sent)."""
-    n_f, n_k = s.shape
-    phase = start.copy()
-    sym = np.full((n_f, n_k), -9999, np.int64)
-    done = s < floor
-    order = np.argsort(-s.ravel(), kind="mergesort")
-    heap = [(0.0, np.int64(0))]
-    heap.pop()
-    unit = 2 * np.pi / max(levels, 1)
-    for seed in order:
-        j0, k0 = seed // n_k, seed % n_k
-        if done[j0, k0]:
-            continue
-        done[j0, k0] = True
-        if levels and mask[j0, k0]:
-            d = (truth[j0, k0] - phase[j0, k0] + np.pi) % (2 * np.pi) - np.pi
-            c = (int(np.round(d / unit)) + levels // 2) % levels - levels // 2
-            phase[j0, k0] += c * unit
-            sym[j0, k0] = c
-        heapq.heappush(heap, (-s[j0, k0], np.int64(seed)))
-        while len(heap) > 0:
-            _, idx = heapq.heappop(heap)
-            j, k = idx // n_k, idx % n_k
-            for dj, dk in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-                jj, kk = j + dj, k + dk
-                if jj < 0 or jj >= n_f or kk < 0 or kk >= n_k or done[jj, kk]:
-                    continue
-                adv = 0.5 * (rt[j, k] + rt[jj, kk]) if dj else 0.5 * (rf[j, k] + rf[jj, kk])
-                p = phase[j, k] + (dj + dk) * adv
-                if levels and mask[jj, kk]:
-                    d = (truth[jj, kk] - p + np.pi) % (2 * np.pi) - np.pi
-                    c = (int(np.round(d / unit)) + levels // 2) % levels - levels // 2
-                    p += c * unit
-                    sym[jj, kk] = c
-                phase[jj, kk] = p
-                done[jj, kk] = True
-                heapq.heappush(heap, (-s[jj, kk], np.int64(jj * n_k + kk)))
-    return phase, sym
 
 
 def selection(s: np.ndarray, frame_db: float, clip_db: float, peaks: bool) -> np.ndarray:
@@ -158,7 +112,7 @@ def main():
             floor = math.log(1e-5) + s.max()
             for name, sel, L in trials:
                 mask = selection(s, sel[1], sel[2], sel[0] == "peaks") if sel else np.zeros(s.shape, np.bool_)
-                phase, sym = heap_dpcm(s, rt, rf, floor, start, truth, mask, L)
+                phase, sym = heap_integrate(s, rt, rf, floor, start, False, truth, mask, L)
                 syms[name].append(sym)
                 for it in (0, 12):
                     scores[(name, it)].append(float(pesq(16000, x, gl(mag, it, phase)[: len(x)], "wb")))
