@@ -57,8 +57,8 @@ def check_vector(entry: dict, root: Path = ROOT) -> dict:
                 if snr < RVQ_MIN_SNR_DB:
                     problems.append(f"decoded samples are {snr:.1f} dB from the reference (at least "
                                     f"{RVQ_MIN_SNR_DB} dB expected)")
-            elif np.abs(ref - out).max() > 2 / 32768:
-                problems.append(f"decoded samples differ from the reference by up to {np.abs(ref - out).max():.2e}")
+            elif (worst := np.abs(ref - out).max()) > 2 / 32768:
+                problems.append(f"decoded samples differ from the reference by up to {worst:.2e}")
         else:
             ref = np.asarray(Image.open(root / entry["reference"]))
             diff = np.abs(ref.astype(int) - out.astype(int))
