@@ -690,12 +690,16 @@ TRAIN_EXPORT_IDS = {"walloc-image": "walloc-image-v2", "walloc-audio": "walloc-a
 @click.option("--fine-stages", default=None, type=int,
               help="mcquic: residual codebooks per group at 1/8 (default 4; with --init, stages beyond the model's "
                    "are added and seeded from the data).")
+@click.option("--int8", is_flag=True,
+              help="mcquic --export: store the networks' weight matrices and kernels as 8-bit integers with a step "
+                   "per output channel (half of fp16's bytes; mcquic-image-v3).")
 @click.option("--res-blocks", default=None, type=int,
               help="walloc-decoder / mcquic-decoder: residual blocks of the fine-tuned decoder (default: the base "
                    "model's; more blocks start as the identity).")
 @click.pass_context
 def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr, ste_after, lambda_scale, extra,
-          groups, head_frames, head, export_to, init, base, model_id, res_blocks, fine_stages, force, focus_db):
+          groups, head_frames, head, export_to, init, base, model_id, res_blocks, fine_stages, force, focus_db,
+          int8):
     """Train (or resume) a model recipe; checkpoints go to --run.
 
     walloc-context fits the integer causal context model of an image model (no network training: same pixels,
@@ -703,6 +707,8 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
     mcquic-decoder fine-tune only the synthesis of an image model on the latents its encoder writes (same bytes,
     other pixels)."""
 
+    if int8 and (recipe != "mcquic" or not export_to):
+        raise click.UsageError("--int8 is how `ncodec train mcquic --export` stores its networks")
     run_dir = run_dir or f"runs/{recipe}"
     if recipe == "walloc-context":
         export_to = export_to or "models"
@@ -754,7 +760,7 @@ def train(ctx, recipe, run_dir, steps, hidden, cond_steps, data, batch, crop, lr
                          log=log, init=init, config={"fine_stages": fine_stages} if fine_stages else None)
             if export_to:
                 card = mcquic.export(Path(run_dir), Path(export_to), model_id=model_id, data=data, log=log,
-                                     overwrite=force)
+                                     overwrite=force, int8=int8)
                 click.echo(f"exported {card['id']} ({card['sha256'][:16]}...) to {export_to}", err=True)
             return
         if recipe == "mcquic-decoder":

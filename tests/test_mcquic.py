@@ -62,6 +62,37 @@ def test_export_card_pins_hash_and_reports_codebooks(models, tiny):
     assert all(0 < c["used"] <= 1 and c["bits_context"] <= np.log2(32) + 0.1 for c in models["codebooks"])
 
 
+def test_int8_export_stores_half_the_network_bytes_and_codes_alike(tiny, photo, tmp_path, monkeypatch):
+    """``export(int8=True)``: every weight matrix and kernel as 8-bit integers with a float32 step per output
+    channel (biases fp16), about half of fp16's bytes; the model encodes and decodes like the fp16 one."""
+    from safetensors.numpy import load
+
+    from ncodec import zoo
+    from ncodec.train import mcquic
+
+    root = tiny[0].parent
+    monkeypatch.setattr(mcquic, "INT8_MIN", 1000)  # the tiny model's tensors are small
+    card = mcquic.export(root / "run", tmp_path, model_id="mcquic-image-tiny8", data=str(root / "corpus"),
+                         crops=16, crop=32, log=lambda m: None, int8=True)
+    assert card["training"]["weights"] == "int8 per output channel"
+    fp16, int8 = (load(zoo.read_safetensors(p)) for p in (tiny[0] / "mcquic-image-tiny.safetensors",
+                                                           tmp_path / "mcquic-image-tiny8.safetensors"))
+    mats = [k for k, v in fp16.items() if k.startswith("net.") and v.ndim >= 2]
+    big = [k for k in mats if fp16[k].size >= 1000]
+    assert big and all(k not in int8 and int8[k + "#int8"].dtype == np.int8 for k in big)
+    assert all(int8[k].dtype == np.float16 for k in fp16 if k.startswith("net.") and k not in big)
+    net_bytes = [sum(v.nbytes for k, v in t.items() if k.startswith("net.")) for t in (fp16, int8)]
+    assert net_bytes[1] < 0.65 * net_bytes[0]
+    assert np.array_equal(int8["codebooks"], fp16["codebooks"])
+    quality = []
+    for models_dir, model in ((tiny[0], "mcquic-image-tiny"), (tmp_path, "mcquic-image-tiny8")):
+        monkeypatch.setenv("NCODEC_MODELS", str(models_dir))
+        blob = ncodec.encode(photo, codec="mcquic", quality=100, options={"model": model})
+        assert ncodec.info(blob).model == model
+        quality.append(psnr(photo, ncodec.decode(blob).data))
+    assert abs(quality[1] - quality[0]) < 0.5, quality
+
+
 def test_quality_selects_codebooks_and_rate_grows(models, photo):
     sizes, quals = [], []
     for q in (0, 40, 100):

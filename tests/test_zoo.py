@@ -162,3 +162,30 @@ def test_delta_model_stores_the_difference_and_keeps_the_identity(tmp_path, monk
     assert got.keys() == model.keys() and all(np.array_equal(got[k], model[k]) for k in model)
     with pytest.raises(SystemExit, match="already stored on a base"):
         mod.delta("m-new", "m-base")
+
+
+def test_int8_tensors_load_as_float32_steps_times_integers(tmp_path, monkeypatch):
+    """A tensor stored as ``name#int8`` with a float32 step per row (``zoo.quantise_rows``) loads as float32
+    ``name`` = integer x step, the same numbers from the torch and the numpy loader; a pair that does not match
+    is refused as a damaged file."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    w[3] = 0
+    q, step = zoo.quantise_rows(w)
+    assert q.dtype == np.int8 and step.dtype == np.float32 and step[3] == 1 and np.abs(q).max() == 127
+    assert np.abs(q.astype(np.float32) * step[:, None, None, None] - w).max() <= step.max() / 2 + 1e-7
+    zoo.write_model(tmp_path, "m-int8", "walloc", "image",
+                    {"net.w#int8": q, "net.w#scale": step, "net.b": np.ones(6, np.float16)}, None, {})
+    monkeypatch.setenv("NCODEC_MODELS", str(tmp_path))
+    card = zoo.find("walloc", "image", "m-int8")
+    a, t = zoo.load_tensors_numpy(card), zoo.load_tensors(card)
+    assert sorted(a) == sorted(t) == ["net.b", "net.w"]
+    assert a["net.w"].dtype == np.float32 and t["net.w"].dtype == torch.float32
+    assert np.array_equal(a["net.w"], q.astype(np.float32) * step[:, None, None, None])
+    assert np.array_equal(t["net.w"].numpy(), a["net.w"])
+    for bad in ({"w#int8": q}, {"w#scale": step}, {"w#int8": q, "w#scale": step[:5]},
+                {"w#int8": q.astype(np.int16), "w#scale": step}, {"w#int8": q, "w#scale": step, "w": w}):
+        with pytest.raises(ModelMismatch, match="damaged"):
+            zoo.dequantise(bad, "m")

@@ -23,6 +23,10 @@ RESEED_EVERY = 100  # codewords unused for this many steps are re-seeded from cu
 VQ_WEIGHT = 1000.0  # against 255^2 * MSE; 2.5 let the latent drift (commitment 0.05 -> 11 in 500 steps)
 CLUSTERS = 16  # classes of parent indices per context
 PRIOR = 64.0  # pseudo-counts pulling each conditional table towards its codebook's marginal
+# export --int8: tensors of at least this many weights go to 8 bits. On mcquic-image-v2 (Kodak 5 / 14 / 23 at 5 / 9 /
+# 16 codebooks, nearest codewords) all of them cost 0.047 dB; the smaller ones (dec_lin, enc_in, rate_emb: 58 k of
+# 2.5 M weights) 0.018 of it, so they stay fp16
+INT8_MIN = 1 << 16
 
 
 def train(run: Path, steps: int, data: str | None, batch: int = 16, crop: int = 128, lr: float = 5e-4,
@@ -252,12 +256,16 @@ def tables_from_counts(marg: list[np.ndarray], cond: list[np.ndarray], prior: fl
 
 @torch.no_grad()
 def export(run: Path, out: Path, model_id: str = "mcquic-image-v1", data: str | None = None, crops: int = 1600,
-           crop: int = 256, log=print, extra_card: dict | None = None, overwrite: bool = False) -> dict:
-    """Checkpoint -> models/<id>.safetensors (fp16 nets and codebooks, int32 tables and cluster maps) + card."""
+           crop: int = 256, log=print, extra_card: dict | None = None, overwrite: bool = False,
+           int8: bool = False) -> dict:
+    """Checkpoint -> models/<id>.safetensors (fp16 nets and codebooks, int32 tables and cluster maps) + card.
+    ``int8``: the networks' weight matrices and kernels of at least ``INT8_MIN`` weights as 8-bit integers with a
+    step per output channel (``ncodec.zoo.quantise_rows``; smaller ones and biases stay fp16): half of fp16's
+    bytes."""
     from .data import CropSampler, corpus_root, load_images
     from ..codecs.mcquic import RD_ALPHA, McquicModel
     from ..entropy import TableSet
-    from ..zoo import write_model
+    from ..zoo import INT8, SCALE, dequantise, quantise_rows, write_model
 
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     cfg = McquicConfig(**state["config"])
@@ -265,9 +273,17 @@ def export(run: Path, out: Path, model_id: str = "mcquic-image-v1", data: str | 
     net.load_state_dict(state["model"])
     net.eval()
     cbs = torch.stack(net.codebooks()).half()
-    tensors = {f"net.{k}": v.half().contiguous() for k, v in net.state_dict().items() if not k.startswith("vq.")}
-    net.load_state_dict({k: v.half().float() if v.is_floating_point() and not k.startswith("vq.") else v
-                         for k, v in net.state_dict().items()})  # count with the weights the codec loads
+    tensors = {}
+    for k, v in net.state_dict().items():
+        if k.startswith("vq."):
+            continue
+        if int8 and v.dim() >= 2 and v.numel() >= INT8_MIN:
+            q, step = quantise_rows(v.numpy())
+            tensors[f"net.{k}{INT8}"], tensors[f"net.{k}{SCALE}"] = torch.from_numpy(q), torch.from_numpy(step)
+        else:
+            tensors[f"net.{k}"] = v.half().contiguous()
+    loaded = {k[4:]: v.float() for k, v in dequantise(tensors).items()}
+    net.load_state_dict({**net.state_dict(), **loaded})  # count with the weights the codec loads
     cbs_f = cbs.float()
     cluster_map = np.zeros((cfg.n_codebooks, cfg.codebook_size), np.int32)
     for j in range(cfg.n_codebooks):
@@ -287,11 +303,12 @@ def export(run: Path, out: Path, model_id: str = "mcquic-image-v1", data: str | 
 
     # pass 1: nearest-codeword indices; pass 2: the codec's entropy-constrained choice under pass-1 tables
     first, stats1 = with_tables(*code_counts(net, cbs_f, cluster_map, batch, log))
-    coder = McquicModel(first, config)
+    coder = McquicModel(dequantise(first), config)
     tensors, stats = with_tables(*code_counts(net, cbs_f, cluster_map, batch, log, coder.code_bits, RD_ALPHA))
     for s2, s1 in zip(stats, stats1):
         s2["bits_context_nearest"] = s1["bits_context"]
-    card = {"training": {"steps": int(state["step"]), "tables": f"counted on {crops} random {crop}px training "
+    card = {"training": {"steps": int(state["step"]), "weights": "int8 per output channel" if int8 else "fp16",
+                         "tables": f"counted on {crops} random {crop}px training "
                          f"crops, {CLUSTERS} parent clusters, prior {PRIOR}, second pass with the "
                          f"encoder's entropy-constrained choice (alpha {RD_ALPHA})"},
             "codebooks": stats, **(extra_card or {})}
